@@ -1,0 +1,131 @@
+"""The one interface every conditional density estimator q(theta | x) meets."""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+def is_concrete(*arrays) -> bool:
+    """True when none of the arrays is a tracer (so values can be checked in Python)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_finite(x: Array, name: str) -> Array:
+    """Reject NaN/inf: a ValueError before tracing, an `eqx.error_if` under jit.
+
+    Arguments:
+        x: the array to check.
+        name: what it is, for the message.
+
+    Returns:
+        `x`, unchanged (under jit, wrapped so that the check runs).
+
+    Raises:
+        ValueError: if `x` is concrete and holds a non-finite value.
+    """
+    if is_concrete(x):
+        bad = ~np.isfinite(np.asarray(x))
+        if bad.any():
+            raise ValueError(
+                f"{name} must be finite, but {int(bad.sum())} of its {bad.size} entries are NaN or inf"
+            )
+        return x
+    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{name} must be finite (NaN or inf found)")
+
+
+def check_last_dim(a: Array, dim: int, name: str) -> Array:
+    """Check that `a` has trailing size `dim` (a vector or a batch of vectors).
+
+    Raises:
+        ValueError: when the trailing axis is missing or of the wrong size.
+    """
+    a = jnp.asarray(a)
+    if a.ndim == 0 or a.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (..., {dim}), got shape {tuple(a.shape)}")
+    return a
+
+
+class AbstractConditionalDensity(eqx.Module):
+    """A conditional density q(theta | x) with log-density and sampling.
+
+    Subclasses implement the single-sample methods `_log_prob(theta, x)` and
+    `_sample(key, x)`; the public `log_prob` and `sample` vectorise them over leading batch
+    axes. `loss(key, theta, x)` is the per-sample training loss (negative log-likelihood by
+    default; score and flow-matching models override it with their regression losses).
+
+    Attributes (declared by subclasses as static fields):
+        theta_dim: dimension of theta.
+        x_dim: dimension of the conditioning vector x.
+    """
+
+    theta_dim: eqx.AbstractVar[int]
+    x_dim: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def _log_prob(self, theta: Float[Array, " d"], x: Float[Array, " c"]) -> Float[Array, ""]:
+        """Log-density of one theta given one x."""
+
+    @abc.abstractmethod
+    def _sample(self, key: PRNGKeyArray, x: Float[Array, " c"]) -> Float[Array, " d"]:
+        """One sample of theta given one x."""
+
+    def _sample_n(self, key: PRNGKeyArray, x: Float[Array, " c"], n: int) -> Float[Array, "n d"]:
+        """`n` samples given one x; override where sharing work across samples pays."""
+        return jax.vmap(self._sample, in_axes=(0, None))(jax.random.split(key, n), x)
+
+    def loss(self, key: PRNGKeyArray, theta: Float[Array, " d"], x: Float[Array, " c"]) -> Float[Array, ""]:
+        """Training loss for one (theta, x) pair: the negative log-density by default."""
+        del key
+        return -self._log_prob(theta, x)
+
+    def log_prob(self, theta: Float[Array, "*b1 d"], x: Float[Array, "*b2 c"]) -> Float[Array, "*b"]:
+        """Log-density of theta given x, broadcasting leading batch axes.
+
+        Arguments:
+            theta: parameters, shape (..., theta_dim).
+            x: conditioning data, shape (..., x_dim); its batch axes broadcast with theta's.
+
+        Returns:
+            Log-densities with the broadcast batch shape.
+
+        Raises:
+            ValueError: for trailing dimensions that do not match the model.
+        """
+        theta = check_last_dim(theta, self.theta_dim, "theta")
+        x = check_last_dim(x, self.x_dim, "x")
+        batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
+        theta = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
+        x = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
+        return jax.vmap(self._log_prob)(theta, x).reshape(batch)
+
+    def sample(self, key: PRNGKeyArray, x: Float[Array, "*b c"], sample_shape: tuple[int, ...] = ()) -> Float[Array, "*s *b d"]:
+        """Draw samples of theta given x.
+
+        Arguments:
+            key: PRNG key.
+            x: conditioning data, shape (x_dim,) or (..., x_dim) for several observations.
+            sample_shape: leading shape of the draws for each x.
+
+        Returns:
+            Samples of shape sample_shape + x.shape[:-1] + (theta_dim,).
+
+        Raises:
+            ValueError: for a wrong trailing dimension or non-finite x (before tracing).
+        """
+        x = check_last_dim(x, self.x_dim, "x")
+        x = check_finite(x, "x")
+        sample_shape = tuple(int(s) for s in np.atleast_1d(sample_shape)) if sample_shape != () else ()
+        n = math.prod(sample_shape)
+        batch = x.shape[:-1]
+        flat = x.reshape(-1, self.x_dim)
+        keys = jax.random.split(key, flat.shape[0])
+        draws = jax.vmap(self._sample_n, in_axes=(0, 0, None))(keys, flat, n)  # (B, n, d)
+        draws = jnp.swapaxes(draws, 0, 1)
+        return draws.reshape(sample_shape + batch + (self.theta_dim,))

@@ -1,0 +1,5 @@
+"""Equinox networks used across jaxhep."""
+
+from jaxhep.nn.mlp import MLP, ResidualMLP, get_activation
+
+__all__ = ["MLP", "ResidualMLP", "get_activation"]

@@ -1,0 +1,161 @@
+"""Multilayer perceptrons with configurable width, depth and activation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "elu": jax.nn.elu,
+    "softplus": jax.nn.softplus,
+    "sin": jnp.sin,
+}
+
+
+def get_activation(activation: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """Return an activation function from its name or pass a callable through.
+
+    Arguments:
+        activation: a name (relu, gelu, silu, tanh, elu, softplus, sin) or a callable.
+
+    Returns:
+        The activation function.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if callable(activation):
+        return activation
+    try:
+        return _ACTIVATIONS[activation]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)} or a callable"
+        ) from None
+
+
+def _check_sizes(in_size: int, out_size: int, width: int, depth: int) -> None:
+    for name, value, least in (("in_size", in_size, 0), ("out_size", out_size, 1), ("width", width, 1), ("depth", depth, 0)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+class MLP(eqx.Module):
+    """Fully connected network mapping a vector of `in_size` to one of `out_size`.
+
+    Arguments:
+        in_size: input dimension (0 is allowed and means an input-free bias network).
+        out_size: output dimension.
+        width: hidden units per layer.
+        depth: number of hidden layers.
+        activation: name or callable applied after every hidden layer.
+        final_zero: initialise the last layer to zero (flows then start at the identity).
+        key: PRNG key for initialisation (keyword-only).
+    """
+
+    layers: tuple[eqx.nn.Linear, ...]
+    activation: Callable[[Array], Array] = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_size: int, width: int = 64, depth: int = 2,
+                 activation: str | Callable = "relu", final_zero: bool = False, *, key: PRNGKeyArray):
+        _check_sizes(in_size, out_size, width, depth)
+        sizes = [in_size] + [width] * depth + [out_size]
+        keys = jax.random.split(key, len(sizes) - 1)
+        layers = [eqx.nn.Linear(max(a, 1), b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
+        if final_zero:
+            last = layers[-1]
+            last = eqx.tree_at(lambda l: (l.weight, l.bias), last,
+                               (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
+            layers[-1] = last
+        self.layers = tuple(layers)
+        self.activation = get_activation(activation)
+
+    def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
+        if x.shape[-1] == 0:
+            x = jnp.zeros((1,), x.dtype)
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return self.layers[-1](x)
+
+
+class _ResidualBlock(eqx.Module):
+    first: eqx.nn.Linear
+    second: eqx.nn.Linear
+    context: eqx.nn.Linear | None
+
+    def __call__(self, h, ctx, activation):
+        t = activation(h)
+        t = self.first(t)
+        if self.context is not None:
+            t = t + self.context(ctx)
+        t = activation(t)
+        t = self.second(t)
+        return h + t
+
+
+class ResidualMLP(eqx.Module):
+    """Residual network: a linear input layer, residual blocks of two linear layers, a linear output.
+
+    The context vector, when given, is added inside every block (as nflows' ResidualNet does),
+    which conditions every block rather than only the first layer.
+
+    Arguments:
+        in_size: input dimension.
+        out_size: output dimension.
+        width: hidden units.
+        num_blocks: number of residual blocks.
+        context_size: size of an optional context vector (0 for none).
+        activation: name or callable.
+        final_zero: initialise the output layer to zero.
+        key: PRNG key (keyword-only).
+    """
+
+    initial: eqx.nn.Linear
+    blocks: tuple[_ResidualBlock, ...]
+    final: eqx.nn.Linear
+    activation: Callable[[Array], Array] = eqx.field(static=True)
+    context_size: int = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_size: int, width: int = 64, num_blocks: int = 2,
+                 context_size: int = 0, activation: str | Callable = "relu", final_zero: bool = False,
+                 *, key: PRNGKeyArray):
+        _check_sizes(in_size, out_size, width, num_blocks)
+        k0, k1, *kb = jax.random.split(key, 2 + num_blocks)
+        self.initial = eqx.nn.Linear(max(in_size, 1) + context_size, width, key=k0)
+        blocks = []
+        for k in kb:
+            ka, kb_, kc = jax.random.split(k, 3)
+            second = eqx.nn.Linear(width, width, key=kb_)
+            # Small last-layer init keeps each block close to the identity at the start.
+            second = eqx.tree_at(lambda l: l.weight, second, second.weight * 1e-3)
+            ctx = eqx.nn.Linear(context_size, width, key=kc) if context_size > 0 else None
+            blocks.append(_ResidualBlock(eqx.nn.Linear(width, width, key=ka), second, ctx))
+        self.blocks = tuple(blocks)
+        final = eqx.nn.Linear(width, out_size, key=k1)
+        if final_zero:
+            final = eqx.tree_at(lambda l: (l.weight, l.bias), final,
+                                (jnp.zeros_like(final.weight), jnp.zeros_like(final.bias)))
+        self.final = final
+        self.activation = get_activation(activation)
+        self.context_size = context_size
+
+    def __call__(self, x: Float[Array, " in_size"], context: Float[Array, " c"] | None = None) -> Float[Array, " out_size"]:
+        if x.shape[-1] == 0:
+            x = jnp.zeros((1,), x.dtype)
+        if self.context_size > 0:
+            if context is None:
+                raise ValueError(f"this network expects a context vector of size {self.context_size}")
+            h = self.initial(jnp.concatenate([x, context]))
+        else:
+            h = self.initial(x)
+        for block in self.blocks:
+            h = block(h, context, self.activation)
+        return self.final(self.activation(h))

@@ -1,0 +1,251 @@
+"""Minibatch training with optax: epochs run inside `lax.scan`, early stopping on a validation split."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
+
+
+class History(eqx.Module):
+    """Loss history of one training run.
+
+    Attributes:
+        train_loss: mean training loss of each epoch.
+        val_loss: validation loss after each epoch (empty without a validation split).
+        best_epoch: index of the epoch whose state was kept.
+        epochs: number of epochs run.
+        stopped_early: whether patience ran out before `max_epochs`.
+        seconds: wall time of the run, compilation included.
+    """
+
+    train_loss: Float[Array, " epochs"]
+    val_loss: Float[Array, " epochs"]
+    best_epoch: int = eqx.field(static=True)
+    epochs: int = eqx.field(static=True)
+    stopped_early: bool = eqx.field(static=True)
+    seconds: float = eqx.field(static=True)
+
+
+def _leading_size(data: PyTree) -> int:
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError("data is empty: expected a pytree of arrays sharing a leading (sample) axis")
+    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) > 0 else -1 for leaf in leaves}
+    if len(sizes) != 1 or -1 in sizes:
+        shapes = [tuple(np.shape(leaf)) for leaf in leaves]
+        raise ValueError(f"every array in data must share the same leading (sample) axis; got shapes {shapes}")
+    return sizes.pop()
+
+
+def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, int]:
+    """Drop rows with a NaN or inf in any array, warning with how many were dropped.
+
+    Arguments:
+        data: pytree of arrays sharing a leading axis.
+        what: what a row is, for the warning.
+
+    Returns:
+        (data without those rows, number dropped). The input is not modified.
+    """
+    n = _leading_size(data)
+    ok = np.ones(n, dtype=bool)
+    for leaf in jax.tree_util.tree_leaves(data):
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact):
+            ok &= np.isfinite(arr.reshape(n, -1)).all(axis=1)
+    dropped = int(n - ok.sum())
+    if dropped:
+        warnings.warn(f"dropped {dropped} of {n} {what} containing NaN or inf", stacklevel=3)
+        if dropped == n:
+            raise ValueError(f"all {n} {what} contain NaN or inf; nothing is left to train on")
+        data = jax.tree_util.tree_map(lambda a: np.asarray(a)[ok], data)
+    return data, dropped
+
+
+def split_train_val(key: PRNGKeyArray, data: PyTree, validation_fraction: float) -> tuple[PyTree, PyTree | None]:
+    """Randomly split a pytree of arrays into training and validation parts."""
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
+    n = _leading_size(data)
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0 and n_val == 0:
+        n_val = 1
+    if n - n_val < 1:
+        raise ValueError(f"too few samples ({n}) for a validation fraction of {validation_fraction}")
+    perm = jax.random.permutation(key, n)
+    data = jax.tree_util.tree_map(jnp.asarray, data)
+    train = jax.tree_util.tree_map(lambda a: a[perm[n_val:]], data)
+    val = jax.tree_util.tree_map(lambda a: a[perm[:n_val]], data) if n_val else None
+    return train, val
+
+
+def fit(
+    key: PRNGKeyArray,
+    model: PyTree,
+    loss_fn: Callable[[PyTree, PRNGKeyArray, PyTree], Float[Array, ""]],
+    data: PyTree,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 5e-4,
+    clip_norm: float | None = 5.0,
+    batch_size: int = 200,
+    max_epochs: int = 1000,
+    validation_fraction: float = 0.1,
+    patience: int = 20,
+    validation_batch_size: int = 4096,
+    progress: bool = True,
+    drop_invalid: bool = True,
+    filter_spec: Any = eqx.is_inexact_array,
+    description: str = "training",
+) -> tuple[PyTree, History]:
+    """Train `model` by minibatch gradient descent with early stopping.
+
+    Each epoch shuffles the training split and runs all its full minibatches inside one
+    jit-compiled `lax.scan`; after each epoch the validation loss decides early stopping,
+    and the state with the lowest validation loss is returned.
+
+    Arguments:
+        key: PRNG key (split, validation split, shuffling, stochastic losses).
+        model: an equinox module (or any pytree); its inexact arrays are trained.
+        loss_fn: `loss_fn(model, key, batch) -> scalar`, the mean loss over a batch whose
+            structure is that of `data`.
+        data: pytree of arrays with a shared leading sample axis. Not modified.
+        optimizer: an optax transformation; Adam at `learning_rate` by default.
+        learning_rate: Adam's step size when `optimizer` is None.
+        clip_norm: global gradient-norm clipping (None to switch off).
+        batch_size: minibatch size (reduced to the training-set size if larger).
+        max_epochs: upper bound on epochs.
+        validation_fraction: share of data held out for early stopping (0 trains all epochs).
+        patience: epochs without validation improvement before stopping.
+        validation_batch_size: chunk size for evaluating the validation loss.
+        progress: show a progress bar.
+        drop_invalid: drop rows with NaN/inf (with a warning) instead of raising.
+        filter_spec: which leaves of `model` are trained (an `eqx.filter` spec).
+        description: progress-bar label.
+
+    Returns:
+        (trained model, History).
+
+    Raises:
+        ValueError: for inconsistent data, bad settings, or non-finite data when
+            `drop_invalid` is False.
+    """
+    start = time.perf_counter()
+    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if drop_invalid:
+        data, _ = drop_nonfinite(data)
+    else:
+        for leaf in jax.tree_util.tree_leaves(data):
+            if not np.isfinite(np.asarray(leaf)).all():
+                raise ValueError("data contains NaN or inf (pass drop_invalid=True to drop those rows)")
+    k_split, k_train, k_val = jax.random.split(key, 3)
+    train, val = split_train_val(k_split, data, validation_fraction)
+    n_train = _leading_size(train)
+    batch_size = int(min(batch_size, n_train))
+    n_batches = n_train // batch_size
+
+    if optimizer is None:
+        optimizer = optax.adam(learning_rate)
+    if clip_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+
+    params, static = eqx.partition(model, filter_spec)
+    opt_state = optimizer.init(params)
+
+    def loss_of_params(p, k, batch):
+        return loss_fn(eqx.combine(p, static), k, batch)
+
+    @jax.jit
+    def run_epoch(params, opt_state, key, train):
+        k_perm, k_steps = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch_size]
+        batches = jax.tree_util.tree_map(
+            lambda a: a[perm].reshape((n_batches, batch_size) + a.shape[1:]), train)
+
+        def step(carry, inp):
+            p, s = carry
+            k, batch = inp
+            value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
+            updates, s = optimizer.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), value
+
+        (params, opt_state), losses = jax.lax.scan(
+            step, (params, opt_state), (jax.random.split(k_steps, n_batches), batches))
+        return params, opt_state, jnp.mean(losses)
+
+    if val is not None:
+        n_val = _leading_size(val)
+        chunk = int(min(validation_batch_size, n_val))
+        n_chunks = -(-n_val // chunk)
+        pad = n_chunks * chunk - n_val
+        weights = jnp.concatenate([jnp.ones(n_val), jnp.zeros(pad)]).reshape(n_chunks, chunk)
+        val_chunks = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]).reshape((n_chunks, chunk) + a.shape[1:]), val)
+
+        @jax.jit
+        def val_loss(params):
+            # Per-sample losses are needed to weight out the padding rows, so the batch loss
+            # is applied to single-row batches under vmap.
+            def chunk_loss(k, batch, w):
+                per = jax.vmap(lambda row, kk: loss_of_params(
+                    params, kk, jax.tree_util.tree_map(lambda r: r[None], row)))(batch, jax.random.split(k, chunk))
+                return jnp.sum(per * w)
+            keys = jax.random.split(k_val, n_chunks)
+            totals = jax.lax.map(lambda args: chunk_loss(*args), (keys, val_chunks, weights))
+            return jnp.sum(totals) / n_val
+
+    train_hist, val_hist = [], []
+    best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
+    stopped_early = False
+    bar = tqdm(total=max_epochs, desc=description, disable=not progress, leave=False)
+    epoch_keys = jax.random.split(k_train, max_epochs)
+    try:
+        for epoch in range(max_epochs):
+            params, opt_state, tl = run_epoch(params, opt_state, epoch_keys[epoch], train)
+            tl = float(tl)
+            train_hist.append(tl)
+            if not np.isfinite(tl):
+                warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier state",
+                              stacklevel=2)
+                stopped_early = True
+                break
+            if val is not None:
+                vl = float(val_loss(params))
+                val_hist.append(vl)
+                if vl < best_val:
+                    best_val, best_params, best_epoch, since_best = vl, params, epoch, 0
+                else:
+                    since_best += 1
+                bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", best=f"{best_val:.4f}", refresh=False)
+                if since_best >= patience:
+                    stopped_early = True
+                    bar.update(1)
+                    break
+            else:
+                best_params, best_epoch = params, epoch
+                bar.set_postfix(train=f"{tl:.4f}", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+
+    history = History(
+        train_loss=jnp.asarray(train_hist),
+        val_loss=jnp.asarray(val_hist),
+        best_epoch=int(best_epoch),
+        epochs=len(train_hist),
+        stopped_early=bool(stopped_early),
+        seconds=time.perf_counter() - start,
+    )
+    return eqx.combine(best_params, static), history
