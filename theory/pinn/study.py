@@ -1,0 +1,108 @@
+"""Run a built-in problem end to end: train, measure the error against the reference, plot, write JSON.
+
+Shared by `jaxhep pinn <problem>` and the `experiments/pinn_*.py` scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhep.theory.pinn.plots import plot_result
+from jaxhep.theory.pinn.precision import float64
+from jaxhep.theory.pinn.problems import get_benchmark
+from jaxhep.theory.pinn.solver import TrainConfig, relative_l2, solve
+
+
+def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_steps: int | None = None,
+                  out: str | None = None, progress: bool = True, net_overrides: dict | None = None,
+                  config_overrides: dict | None = None, monitor_points: int = 2000, tag: str = "",
+                  verbose: bool = True) -> dict[str, Any]:
+    """Train a built-in problem and report the relative L2 error and the training time.
+
+    Arguments:
+        name: a built-in problem (see `problems.BUILTINS`).
+        seed: PRNG seed.
+        steps: Adam steps (default: the benchmark's).
+        lbfgs_steps: L-BFGS iterations (default: the benchmark's).
+        out: directory for the JSON and plot (None: write nothing).
+        progress: progress bar.
+        net_overrides, config_overrides: changes to the network/training settings.
+        monitor_points: reference points used to record the error during training.
+        tag: suffix of the output file names.
+        verbose: print the summary line.
+
+    Returns:
+        A JSON-serialisable dict of results.
+    """
+    bench = get_benchmark(name)
+    cfg = dict(config_overrides or {})
+    if steps is not None:
+        cfg["steps"] = int(steps)
+    if lbfgs_steps is not None:
+        cfg["lbfgs_steps"] = int(lbfgs_steps)
+    cfg["progress"] = progress
+    config = dataclasses.replace(bench.config, **cfg)
+    pts = bench.points()
+    ref = bench.reference.ravel()
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(pts), min(monitor_points, len(pts)), replace=False)
+    key = jax.random.key(seed)
+    knet, ktrain = jax.random.split(key)
+    with float64(config.float64):
+        net = bench.make_net(knet, **(net_overrides or {}))
+        t0 = time.perf_counter()
+        model, hist = solve(ktrain, bench.problem, net, config, eval_points=pts[idx], eval_values=ref[idx])
+        seconds = time.perf_counter() - t0
+        pred = np.asarray(bench.problem.predict(model, jnp.asarray(pts)))
+        err = float(relative_l2(pred, ref))
+        coeffs = {k: float(v) for k, v in bench.problem.coefficients(model).items()}
+    phase = np.asarray(hist.phase)
+    result: dict[str, Any] = {
+        "problem": name,
+        "tag": tag,
+        "seed": seed,
+        "rel_l2": err,
+        "train_seconds": seconds,
+        "adam_steps": int(hist.step[phase == 0][-1]) if np.any(phase == 0) else 0,
+        "lbfgs_iterations": int(hist.step[-1] - (hist.step[phase == 0][-1] if np.any(phase == 0) else 0))
+        if np.any(phase == 1) else 0,
+        "final_loss": float(hist.loss[-1]),
+        "term_names": list(hist.term_names),
+        "final_terms": [float(v) for v in hist.terms[-1]],
+        "final_weights": [float(v) for v in hist.weights[-1]],
+        "history": {"step": hist.step.tolist(), "loss": hist.loss.tolist(), "error": hist.error.tolist(),
+                    "seconds": hist.seconds.tolist(), "phase": hist.phase.tolist()},
+        "net": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+                {**bench.net_kwargs, **(net_overrides or {})}.items() if k not in ("periodic",)},
+        "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
+        "coefficients": coeffs,
+        "device": str(jax.devices()[0]),
+        "note": "wall time on a shared 2-core CPU (other jobs running), compilation included",
+    }
+    if bench.truth:
+        result["truth"] = bench.truth
+        result["coefficient_rel_error"] = {k: abs(coeffs[k] - v) / abs(v) for k, v in bench.truth.items()}
+    if verbose:
+        extra = "".join(f", {k} = {coeffs[k]:.6g} (true {v:.6g}, rel. error {result['coefficient_rel_error'][k]:.2%})"
+                        for k, v in bench.truth.items())
+        print(f"[pinn {name}{' ' + tag if tag else ''}] relative L2 error = {err:.3e}, training time = "
+              f"{seconds:.1f} s ({result['adam_steps']} Adam steps, {result['lbfgs_iterations']} L-BFGS "
+              f"iterations){extra}", flush=True)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        stem = os.path.join(out, f"pinn_{name}{'_' + tag if tag else ''}")
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=1, default=float)
+        shape = tuple(len(a) for a in bench.axes)
+        plot_result(stem + ".png", bench.axes, pred.reshape(shape), bench.reference, hist,
+                    names=bench.problem.domain.names, title=f"{name}: relative L2 = {err:.2e}")
+        result["files"] = [stem + ".json", stem + ".png"]
+    return result
