@@ -1,0 +1,54 @@
+"""The bijection interface: invertible maps with log-determinants, optionally conditioned on a vector."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+
+class AbstractBijection(eqx.Module):
+    """An invertible map y = f(x; condition) on vectors of size `dim`.
+
+    Subclasses implement `transform_and_log_det` and `inverse_and_log_det` for one
+    (unbatched) vector; use `jax.vmap` for batches. The log-determinants are
+    log|det df/dx| and log|det df^{-1}/dy| respectively.
+
+    Attributes (static fields of subclasses):
+        dim: size of the vectors it maps.
+        cond_dim: size of the conditioning vector (0 when unconditional).
+    """
+
+    dim: eqx.AbstractVar[int]
+    cond_dim: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def transform_and_log_det(self, x: Float[Array, " d"], condition: Float[Array, " c"] | None = None
+                              ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """Forward map and log|det J| of the forward map."""
+
+    @abc.abstractmethod
+    def inverse_and_log_det(self, y: Float[Array, " d"], condition: Float[Array, " c"] | None = None
+                            ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """Inverse map and log|det J| of the inverse map."""
+
+    def transform(self, x, condition=None):
+        """Forward map only."""
+        return self.transform_and_log_det(x, condition)[0]
+
+    def inverse(self, y, condition=None):
+        """Inverse map only."""
+        return self.inverse_and_log_det(y, condition)[0]
+
+    def in_domain(self, x: Float[Array, " d"]) -> Bool[Array, ""]:
+        """Whether `x` lies in the forward map's domain (all of R^d unless overridden)."""
+        return jnp.asarray(True)
+
+
+def _check_dims(dim: int, cond_dim: int) -> None:
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if not isinstance(cond_dim, int) or cond_dim < 0:
+        raise ValueError(f"cond_dim must be a non-negative integer, got {cond_dim!r}")

@@ -1,0 +1,120 @@
+"""Property tests over every bijection: invertibility and log-determinants against jax.jacobian."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhep.bijections import (Affine, BoxToReal, Chain, Coupling, Invert, LULinear, MaskedAutoregressive,
+                               Permutation, alternating_mask)
+
+DIM, COND = 3, 2
+
+
+def _perturb(module, key, scale=0.3):
+    """Random non-trivial parameters (layers initialised at the identity would test nothing)."""
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
+    return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
+
+
+def _registry():
+    k = jax.random.split(jax.random.key(0), 8)
+    return {
+        "affine": Affine(jnp.array([0.5, -1.0, 2.0]), jnp.array([0.5, 2.0, 1.5])),
+        "permutation": Permutation([2, 0, 1]),
+        "lu_linear": _perturb(LULinear(DIM), k[0]),
+        "coupling_affine": _perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[1]), k[2]),
+        "coupling_spline": _perturb(Coupling(DIM, alternating_mask(DIM, False), COND, "spline", 16, num_bins=6,
+                                             key=k[3]), k[4]),
+        "made_affine": _perturb(MaskedAutoregressive(DIM, COND, "affine", 16, key=k[5]), k[6]),
+        "made_spline": _perturb(MaskedAutoregressive(DIM, COND, "spline", 16, num_bins=5, key=k[7]), k[0], 0.2),
+        "unconditional_made": _perturb(MaskedAutoregressive(DIM, 0, "affine", 16, key=k[2]), k[3]),
+        "box": BoxToReal(jnp.array([-1.0, 0.0, -jnp.inf]), jnp.array([2.0, jnp.inf, 3.0])),
+        "chain": Chain([_perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "spline", 16, key=k[5]), k[1]),
+                        Permutation([1, 2, 0]), _perturb(LULinear(DIM), k[7])]),
+        "invert": Invert(_perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[6]), k[4])),
+    }
+
+
+REGISTRY = _registry()
+
+
+def _points(name, key, n=8):
+    x = jax.random.normal(key, (n, DIM)) * 1.5
+    if name == "box":  # points inside the box's domain
+        u = jax.random.uniform(key, (n, DIM), minval=0.05, maxval=0.95)
+        x = jnp.stack([-1 + 3 * u[:, 0], 4 * u[:, 1], 3 - 4 * u[:, 2]], axis=1)
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_inverse_of_forward_is_identity(name):
+    bij = REGISTRY[name]
+    x = _points(name, jax.random.key(1))
+    c = jax.random.normal(jax.random.key(2), (x.shape[0], COND))
+    y, ld = jax.vmap(bij.transform_and_log_det)(x, c)
+    x_back, ld_inv = jax.vmap(bij.inverse_and_log_det)(y, c)
+    # float32 round-off through spline inverses and triangular solves: about 1e-3 at worst.
+    np.testing.assert_allclose(x_back, x, atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(ld_inv, -ld, atol=1e-3, rtol=1e-3)
+    # The map must do something: identity maps would pass the inversion test trivially.
+    assert float(jnp.max(jnp.abs(y - x))) > 1e-2
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_log_det_matches_jacobian(name):
+    bij = REGISTRY[name]
+    x = _points(name, jax.random.key(3), n=4)
+    c = jax.random.normal(jax.random.key(4), (4, COND))
+
+    @jax.jit
+    @jax.vmap
+    def check(xi, ci):
+        y, ld = bij.transform_and_log_det(xi, ci)
+        jac = jax.jacobian(lambda v: bij.transform_and_log_det(v, ci)[0])(xi)
+        _, ld_inv = bij.inverse_and_log_det(y, ci)
+        jac_inv = jax.jacobian(lambda v: bij.inverse_and_log_det(v, ci)[0])(y)
+        return ld, jnp.linalg.slogdet(jac)[1], ld_inv, jnp.linalg.slogdet(jac_inv)[1]
+
+    ld, ld_ref, ld_inv, ld_inv_ref = check(x, c)
+    np.testing.assert_allclose(ld, ld_ref, atol=5e-4, rtol=1e-4)
+    np.testing.assert_allclose(ld_inv, ld_inv_ref, atol=5e-4, rtol=1e-4)
+
+
+def test_autoregressive_structure():
+    """Output i of a MADE bijection depends on inputs <= i only (lower-triangular Jacobian)."""
+    bij = REGISTRY["made_spline"]
+    jac = jax.jit(jax.jacobian(lambda v: bij.transform(v, jnp.ones(COND))))(jnp.array([0.3, -0.7, 1.1]))
+    np.testing.assert_allclose(jnp.triu(jac, 1), 0.0, atol=1e-7)
+    assert float(jnp.abs(jac[2, 0])) > 0
+
+
+def test_conditioning_changes_the_map():
+    bij = REGISTRY["coupling_spline"]
+    x = jnp.array([0.2, -0.4, 0.9])
+    assert float(jnp.max(jnp.abs(bij.transform(x, jnp.zeros(COND)) - bij.transform(x, jnp.ones(COND))))) > 1e-3
+
+
+def test_box_maps_into_support_and_flags_domain():
+    box = REGISTRY["box"]
+    y = jax.random.normal(jax.random.key(5), (1000, DIM)) * 5
+    x = jax.vmap(box.inverse)(y)
+    assert bool(jnp.all(jax.vmap(box.in_domain)(x)))
+    assert not bool(box.in_domain(jnp.array([2.5, 1.0, 0.0])))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="permutation"):
+        Permutation([0, 0, 1])
+    with pytest.raises(ValueError, match="mask"):
+        Coupling(3, [False, False, False], key=jax.random.key(0))
+    with pytest.raises(ValueError, match="transformer"):
+        Coupling(3, [True, False, False], transformer="cubic", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="share dim"):
+        Chain([Permutation([0, 1]), Permutation([0, 1, 2])])
+    with pytest.raises(ValueError, match="low < high"):
+        BoxToReal(jnp.array([1.0]), jnp.array([0.0]))
