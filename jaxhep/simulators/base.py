@@ -1,0 +1,312 @@
+"""The interface every benchmark task meets, and the checks shared by all of them."""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+# Observation i (1-based) of every task is drawn with key `jax.random.key(_OBSERVATION_SEED + i)`.
+# sbibm ships its observations as files made with PyTorch's RNG, which we cannot reproduce;
+# our observations are therefore fresh draws from the same prior and simulator.
+_OBSERVATION_SEED = 1_000_000
+
+
+def check_theta(theta: Array, theta_dim: int, *, allow_batch: bool = True) -> Array:
+    """Check the trailing axis of `theta` and return it as a float32 array.
+
+    Arguments:
+        theta: parameters, shape (theta_dim,) or (..., theta_dim).
+        theta_dim: the task's parameter dimension.
+        allow_batch: whether leading batch axes are allowed.
+
+    Returns:
+        `theta` as a float32 array (a new array; the input is not modified).
+
+    Raises:
+        ValueError: for a missing or wrong trailing axis, or batch axes where none are allowed.
+    """
+    theta = jnp.asarray(theta, dtype=jnp.float32)
+    if theta.ndim == 0 or theta.shape[-1] != theta_dim:
+        raise ValueError(f"theta must have shape (..., {theta_dim}), got shape {tuple(theta.shape)}")
+    if not allow_batch and theta.ndim != 1:
+        raise ValueError(f"theta must have shape ({theta_dim},), got shape {tuple(theta.shape)}")
+    return theta
+
+
+def check_x(x: Array, x_dim: int, name: str = "x") -> Array:
+    """Check the trailing axis of data `x` and return it as a float32 array.
+
+    Raises:
+        ValueError: for a missing or wrong trailing axis.
+    """
+    x = jnp.asarray(x, dtype=jnp.float32)
+    if x.ndim == 0 or x.shape[-1] != x_dim:
+        raise ValueError(f"{name} must have shape (..., {x_dim}), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_num(n, name: str) -> int:
+    """Check that `n` is a positive Python integer.
+
+    Raises:
+        ValueError: when it is not.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+@eqx.filter_jit
+def _simulate(task: "AbstractTask", key: PRNGKeyArray, n: int):
+    key_prior, key_sim = jax.random.split(key)
+    theta = task.prior.sample(key_prior, (n,)).astype(jnp.float32)
+    return theta, task.simulator(key_sim, theta)
+
+
+class AbstractTask(eqx.Module):
+    """A simulation-based inference benchmark task: prior, simulator, likelihood, reference posterior.
+
+    Subclasses define `prior`, the single-sample simulator `_simulate_one(key, theta)`, the
+    single-sample log-likelihood `_log_likelihood_one(theta, x)` and `reference_posterior`.
+    The public `simulator`, `simulate`, `log_likelihood` and `get_observation` are written
+    once here on top of them.
+
+    Attributes:
+        name: the sbibm name of the task.
+        theta_dim: dimension of the parameters.
+        x_dim: dimension of the data.
+        num_observations: number of fixed observations, 10 as in sbibm.
+    """
+
+    name: eqx.AbstractClassVar[str]
+    theta_dim: eqx.AbstractClassVar[int]
+    x_dim: eqx.AbstractClassVar[int]
+    num_observations: eqx.AbstractClassVar[int]
+
+    @property
+    @abc.abstractmethod
+    def prior(self):
+        """The prior, a numpyro distribution with event shape (theta_dim,)."""
+
+    @abc.abstractmethod
+    def _simulate_one(self, key: PRNGKeyArray, theta: Float[Array, " d"]) -> Float[Array, " m"]:
+        """One draw of x given one theta."""
+
+    @abc.abstractmethod
+    def _log_likelihood_one(self, theta: Float[Array, " d"], x: Float[Array, " m"]) -> Float[Array, ""]:
+        """Exact log p(x | theta) for one theta and one x."""
+
+    @abc.abstractmethod
+    def reference_posterior(
+        self, key: PRNGKeyArray, x_obs: Float[Array, " m"], num_samples: int
+    ) -> Float[Array, "n d"]:
+        """Samples from the exact posterior p(theta | x_obs)."""
+
+    def simulator(self, key: PRNGKeyArray, theta: Float[Array, "*n d"]) -> Float[Array, "*n m"]:
+        """Run the simulator for one parameter vector or a batch of them.
+
+        Arguments:
+            key: PRNG key.
+            theta: parameters, shape (theta_dim,) or (n, theta_dim).
+
+        Returns:
+            Data of shape (x_dim,) or (n, x_dim), float32.
+
+        Raises:
+            ValueError: if theta is not of shape (theta_dim,) or (n, theta_dim).
+        """
+        theta = check_theta(theta, self.theta_dim)
+        if theta.ndim == 1:
+            return self._simulate_one(key, theta).astype(jnp.float32)
+        if theta.ndim != 2:
+            raise ValueError(
+                f"theta must have shape ({self.theta_dim},) or (n, {self.theta_dim}), "
+                f"got shape {tuple(theta.shape)}"
+            )
+        keys = jax.random.split(key, theta.shape[0])
+        return jax.vmap(self._simulate_one)(keys, theta).astype(jnp.float32)
+
+    def simulate(self, key: PRNGKeyArray, n: int) -> tuple[Float[Array, "n d"], Float[Array, "n m"]]:
+        """Draw `n` pairs (theta, x) from the joint: theta from the prior, x from the simulator.
+
+        Arguments:
+            key: PRNG key.
+            n: number of pairs.
+
+        Returns:
+            `(theta, x)` with shapes (n, theta_dim) and (n, x_dim), float32.
+
+        Raises:
+            ValueError: if `n` is not a positive integer.
+        """
+        n = check_num(n, "n")
+        return _simulate(self, key, n)
+
+    def log_likelihood(self, theta: Float[Array, "*b d"], x: Float[Array, "*b m"]) -> Float[Array, "*b"]:
+        """Exact log-likelihood log p(x | theta), vectorised over leading axes.
+
+        Arguments:
+            theta: parameters, shape (..., theta_dim).
+            x: data, shape (..., x_dim); its leading axes broadcast with theta's (one
+                observation x of shape (x_dim,) against a batch of theta is the usual case).
+
+        Returns:
+            Log-likelihoods with the broadcast leading shape.
+
+        Raises:
+            ValueError: for wrong trailing dimensions.
+        """
+        theta = check_theta(theta, self.theta_dim)
+        x = check_x(x, self.x_dim)
+        batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
+        theta = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
+        x = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
+        return jax.vmap(self._log_likelihood_one)(theta, x).reshape(batch)
+
+    def log_posterior_unnormalised(self, theta: Float[Array, "*b d"], x_obs: Float[Array, " m"]) -> Float[Array, "*b"]:
+        """log p(x_obs | theta) + log p(theta), vectorised over leading axes of theta.
+
+        Raises:
+            ValueError: for wrong trailing dimensions.
+        """
+        theta = check_theta(theta, self.theta_dim)
+        return self.log_likelihood(theta, x_obs) + self.prior.log_prob(theta)
+
+    def _observation_key(self, i: int) -> PRNGKeyArray:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= self.num_observations:
+            raise ValueError(
+                f"observation index must be an integer in 1..{self.num_observations}, got {i!r}"
+            )
+        return jax.random.key(_OBSERVATION_SEED + int(i))
+
+    def get_observation(self, i: int) -> tuple[Float[Array, " d"], Float[Array, " m"]]:
+        """The i-th fixed observation: a true parameter and data simulated from it.
+
+        Unlike sbibm, which loads its observations from files, theta_true is drawn from the
+        prior and x_obs from the simulator with the fixed key `jax.random.key(1_000_000 + i)`,
+        so the observations are deterministic but differ from sbibm's numbers.
+
+        Arguments:
+            i: observation number, 1..num_observations.
+
+        Returns:
+            `(theta_true, x_obs)` of shapes (theta_dim,) and (x_dim,), float32.
+
+        Raises:
+            ValueError: for an index outside 1..num_observations.
+        """
+        key_prior, key_sim = jax.random.split(self._observation_key(i))
+        theta = self.prior.sample(key_prior).astype(jnp.float32)
+        return theta, self.simulator(key_sim, theta)
+
+
+def rejection_sample(key: PRNGKeyArray, propose, accept, args, num_samples: int, dim: int, *, max_rounds: int = 1000):
+    """Exact rejection sampling, vectorised: draw batches of proposals and keep accepted ones.
+
+    Arguments:
+        key: PRNG key.
+        propose: `propose(key, n, args) -> (n, dim)` proposals; a module-level function, so
+            that the compiled batch draw is cached across calls.
+        accept: `accept(key, samples, args) -> (n,)` booleans; accepted proposals are exact draws.
+        args: a pytree of arrays passed to both (the observation, the task).
+        num_samples: how many accepted draws to return.
+        dim: dimension of a draw.
+        max_rounds: give up after this many batches.
+
+    Returns:
+        An array (num_samples, dim) of accepted draws, in proposal order.
+
+    Raises:
+        RuntimeError: if fewer than `num_samples` draws are accepted within `max_rounds` batches.
+    """
+    num_samples = check_num(num_samples, "num_samples")
+    kept, total, tried, accepted = [], 0, 0, 0
+    batch = _round_batch(2 * num_samples)
+    for _ in range(max_rounds):
+        key, sub = jax.random.split(key)
+        samples, ok = _propose_accept(sub, batch, propose, accept, args)
+        ok = np.asarray(ok)
+        tried += batch
+        accepted += int(ok.sum())
+        if ok.any():
+            kept.append(np.asarray(samples)[ok])
+            total += int(ok.sum())
+        if total >= num_samples:
+            return jnp.asarray(np.concatenate(kept)[:num_samples], dtype=jnp.float32).reshape(num_samples, dim)
+    raise RuntimeError(
+        f"rejection sampling accepted only {total} of {num_samples} draws in {max_rounds} rounds "
+        f"(acceptance rate {accepted / tried:.2e})"
+    )
+
+
+def rejection_sample_independent(key: PRNGKeyArray, propose, accept, args, num_samples: int, dim: int, *, max_rounds: int = 1000):
+    """Exact rejection sampling of a target whose coordinates are independent, one coordinate at a time.
+
+    When target and proposal both factorise over coordinates, accepting each coordinate on its
+    own is exact and the cost is set by the worst coordinate's acceptance rate instead of
+    the product of all of them.
+
+    Arguments:
+        key: PRNG key.
+        propose: `propose(key, n, args) -> (n, dim)` proposals, independent across coordinates.
+        accept: `accept(key, samples, args) -> (n, dim)` booleans, one per coordinate.
+        args: a pytree of arrays passed to both.
+        num_samples: how many draws to return.
+        dim: dimension of a draw.
+        max_rounds: give up after this many batches.
+
+    Returns:
+        An array (num_samples, dim): column j holds the first accepted values of coordinate j.
+
+    Raises:
+        RuntimeError: if some coordinate has fewer than `num_samples` accepted values in time.
+    """
+    num_samples = check_num(num_samples, "num_samples")
+    columns = [[] for _ in range(dim)]
+    counts = np.zeros(dim, dtype=np.int64)
+    tried = 0
+    batch = _round_batch(2 * num_samples)
+    for _ in range(max_rounds):
+        key, sub = jax.random.split(key)
+        samples, ok = _propose_accept(sub, batch, propose, accept, args)
+        samples, ok = np.asarray(samples), np.asarray(ok)
+        tried += batch
+        for j in range(dim):
+            if counts[j] < num_samples:
+                columns[j].append(samples[ok[:, j], j])
+                counts[j] += int(ok[:, j].sum())
+        if counts.min() >= num_samples:
+            out = np.stack([np.concatenate(c)[:num_samples] for c in columns], axis=1)
+            return jnp.asarray(out, dtype=jnp.float32)
+    raise RuntimeError(
+        f"rejection sampling: a coordinate accepted only {counts.min()} of {num_samples} draws "
+        f"in {max_rounds} rounds"
+    )
+
+
+def _round_batch(n: float) -> int:
+    # One fixed batch size per call (a power of two, at least 2^16), so that a call compiles
+    # the batch draw once and calls of similar size share it.
+    return int(2 ** math.ceil(math.log2(max(n, 2**16))))
+
+
+@eqx.filter_jit
+def _propose_accept(key, n, propose, accept, args):
+    kp, ka = jax.random.split(key)
+    samples = propose(kp, n, args)
+    return samples, accept(ka, samples, args)
+
+
+def in_box(theta: Array, low: float, high: float) -> Array:
+    """Whether every coordinate of each row lies inside [low, high]."""
+    return jnp.all((theta >= low) & (theta <= high), axis=-1)
+
+
+def _std_normal_logpdf(z):
+    return -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
