@@ -1,0 +1,380 @@
+"""Calibration diagnostics for amortised posteriors: SBC ranks, expected coverage, TARP.
+
+Every diagnostic here takes a set of test pairs (theta_i, x_i) drawn from the joint model
+(theta_i from the prior, x_i from the simulator at theta_i) and a posterior estimator meeting
+the density interface of `jaxhep.densities` (`sample(key, x, sample_shape)` and
+`log_prob(theta, x)`). Posterior draws are made for all observations under one jit-compiled
+`lax.map` (vectorised in chunks of `batch_size` observations), and each observation is reduced
+to a few numbers right away, so memory grows with `batch_size * num_posterior_samples`, not
+with the number of test pairs.
+
+A posterior that is exactly the Bayesian posterior yields uniform SBC ranks, an expected
+coverage equal to the credibility level, and a TARP curve on the diagonal; over-confident
+posteriors fall below the diagonal, under-confident ones above it.
+
+References:
+    Talts et al., "Validating Bayesian inference algorithms with simulation-based calibration"
+    (2018). Hermans et al., "A trust crisis in simulation-based inference?" (TMLR 2022).
+    Lemos et al., "Sampling-based accuracy testing of posterior estimators for general
+    inference" (ICML 2023).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+__all__ = ["expected_coverage", "sbc_ranks", "sbc_uniformity", "tarp"]
+
+
+def _check_key(key) -> PRNGKeyArray:
+    if not isinstance(key, jax.Array) or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        raise TypeError(f"key must be a typed PRNG key from jax.random.key, got {type(key).__name__}"
+                        + (f" with dtype {key.dtype}" if hasattr(key, "dtype") else ""))
+    return key
+
+
+def _check_pairs(posterior, theta, x, num_posterior_samples: int, batch_size: int | None):
+    for method in ("sample", "log_prob"):
+        if not callable(getattr(posterior, method, None)):
+            raise TypeError(f"posterior must have a `{method}` method (the density interface of "
+                            f"jaxhep.densities); got {type(posterior).__name__}")
+    theta = jnp.asarray(theta)
+    x = jnp.asarray(x)
+    if theta.ndim == 1:
+        theta = theta[:, None]
+    if theta.ndim != 2:
+        raise ValueError(f"theta must have shape (n, d) (or (n,) for d = 1), got {tuple(theta.shape)}")
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (n, ..., c) with one row per test pair, got {tuple(x.shape)}")
+    if x.shape[0] != theta.shape[0]:
+        raise ValueError(f"theta and x must hold the same number of test pairs; got {theta.shape[0]} "
+                         f"thetas and {x.shape[0]} observations")
+    if theta.shape[0] == 0:
+        raise ValueError("no test pairs were given (theta and x are empty)")
+    for name, a in (("theta", theta), ("x", x)):
+        bad = ~np.isfinite(np.asarray(a))
+        if bad.any():
+            raise ValueError(f"{name} must be finite, but {int(bad.sum())} of its {bad.size} entries are NaN or inf")
+    if not isinstance(num_posterior_samples, (int, np.integer)) or num_posterior_samples < 1:
+        raise ValueError(f"num_posterior_samples must be a positive integer, got {num_posterior_samples!r}")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    return theta, x
+
+
+def _check_levels(levels) -> np.ndarray:
+    if levels is None:
+        return np.linspace(0.0, 1.0, 21)
+    levels = np.asarray(levels, dtype=float)
+    if levels.ndim != 1 or levels.size == 0:
+        raise ValueError(f"levels must be a non-empty 1-d array of credibility levels, got shape {levels.shape}")
+    if not np.all((levels >= 0) & (levels <= 1)):
+        raise ValueError(f"credibility levels must lie in [0, 1], got {levels}")
+    return levels
+
+
+def _draws(posterior, key, x_i, num_samples, theta_dim):
+    samples = posterior.sample(key, x_i, (num_samples,))
+    if samples.shape != (num_samples, theta_dim):
+        raise ValueError(
+            f"posterior.sample(key, x_i, ({num_samples},)) for one observation must return shape "
+            f"({num_samples}, {theta_dim}) to match theta; got {tuple(samples.shape)}")
+    return samples
+
+
+@eqx.filter_jit
+def _map_observations(posterior, stat, keys, theta, x, extra, num_samples, batch_size):
+    theta_dim = theta.shape[-1]
+
+    def one(args):
+        k, t, xi, e = args
+        return stat(posterior, _draws(posterior, k, xi, num_samples, theta_dim), t, xi, e)
+
+    return jax.lax.map(one, (keys, theta, x, extra), batch_size=batch_size)
+
+
+# Default chunk: about this many posterior draws held in memory at once.
+_DRAWS_PER_CHUNK = 2**18
+
+
+def _run(key, posterior, theta, x, extra, num_samples, batch_size, stat):
+    n = theta.shape[0]
+    if batch_size is None:
+        batch_size = max(1, _DRAWS_PER_CHUNK // int(num_samples))
+    batch_size = min(int(batch_size), n)
+    keys = jax.random.split(key, n)
+    # Pad to a whole number of chunks (repeating the first pair) so that `lax.map` compiles one
+    # chunk body instead of a second one for the remainder; the padded results are dropped.
+    pad = -n % batch_size
+    if pad:
+        def padded(a):
+            return jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
+        keys, theta, x, extra = padded(keys), padded(theta), padded(x), padded(extra)
+    out = _map_observations(posterior, stat, keys, theta, x, extra, int(num_samples), int(batch_size))
+    return out[:n]
+
+
+def _rank_stat(posterior, samples, t, xi, extra):
+    del posterior, xi, extra
+    return jnp.sum(samples < t, axis=0)
+
+
+def _hpd_stat(posterior, samples, t, xi, extra):
+    del extra
+    lp_samples = posterior.log_prob(samples, xi)
+    lp_true = posterior.log_prob(t, xi)
+    return jnp.sum(lp_samples > lp_true)
+
+
+def _tarp_stat(posterior, samples, t, xi, extra):
+    del posterior, xi
+    reference, scale = extra[0], extra[1]
+    d_samples = jnp.sum(((samples - reference) / scale) ** 2, axis=-1)
+    d_true = jnp.sum(((t - reference) / scale) ** 2)
+    return jnp.mean(d_samples < d_true)
+
+
+def sbc_ranks(
+    key: PRNGKeyArray,
+    posterior,
+    theta: Float[ArrayLike, "n d"],
+    x: Float[ArrayLike, "n c"],
+    num_posterior_samples: int = 1000,
+    *,
+    batch_size: int | None = None,
+) -> Int[Array, "n d"]:
+    """Simulation-based calibration ranks of the true parameters among posterior draws.
+
+    For each test pair, the rank in dimension j is the number of posterior draws whose j-th
+    component lies below the true theta_j. For a calibrated posterior each rank is uniform on
+    {0, ..., num_posterior_samples}.
+
+    Arguments:
+        key: PRNG key for the posterior draws.
+        posterior: an object with `sample(key, x, sample_shape)` (density interface).
+        theta: true parameters of the test pairs, shape (n, d), drawn from the prior.
+        x: observations simulated at those parameters, shape (n, c).
+        num_posterior_samples: posterior draws per observation (L).
+        batch_size: observations processed at once under `vmap`; by default as many as keep
+            about 2^18 posterior draws in memory.
+
+    Returns:
+        Integer ranks in [0, L], shape (n, d).
+
+    Raises:
+        ValueError: for mismatched or non-finite inputs, or draws of the wrong shape.
+        TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
+    """
+    key = _check_key(key)
+    theta, x = _check_pairs(posterior, theta, x, num_posterior_samples, batch_size)
+    extra = jnp.zeros((theta.shape[0],))
+    return _run(key, posterior, theta, x, extra, num_posterior_samples, batch_size, _rank_stat)
+
+
+def _kolmogorov_sf(lam: np.ndarray) -> np.ndarray:
+    """Survival function of the Kolmogorov distribution, Q(lam) = 2 sum (-1)^(k-1) exp(-2 k^2 lam^2)."""
+    lam = np.asarray(lam, dtype=float)
+    k = np.arange(1, 101)[:, None]
+    terms = 2.0 * (-1.0) ** (k - 1) * np.exp(-2.0 * k**2 * lam[None, :] ** 2)
+    q = terms.sum(axis=0)
+    # The series converges poorly near zero, where the probability is 1.
+    return np.clip(np.where(lam < 0.2, 1.0, q), 0.0, 1.0)
+
+
+def sbc_uniformity(
+    ranks: Int[ArrayLike, "n d"],
+    num_posterior_samples: int,
+    *,
+    method: str = "chi2",
+    bins: int | None = None,
+) -> np.ndarray:
+    """p-values of a test that SBC ranks are uniform on {0, ..., L}, one per dimension.
+
+    Arguments:
+        ranks: ranks from `sbc_ranks`, shape (n, d) (or (n,) for d = 1).
+        num_posterior_samples: L, the number of posterior draws behind each rank.
+        method: "chi2" (Pearson's test on a histogram with `bins` bins) or "ks"
+            (Kolmogorov-Smirnov against the discrete uniform CDF with the asymptotic Kolmogorov
+            distribution and Stephens' small-sample correction; conservative for discrete
+            ranks, i.e. p-values are if anything too large).
+        bins: histogram bins for "chi2"; by default min(20, L + 1, n // 5), at least 2. Bins
+            group consecutive rank values and their expected counts are computed exactly.
+
+    Returns:
+        p-values, shape (d,). Small values are evidence against calibration.
+
+    Raises:
+        ValueError: for ranks outside [0, L], an unknown method or an invalid number of bins.
+    """
+    ranks = np.asarray(ranks)
+    if ranks.ndim == 1:
+        ranks = ranks[:, None]
+    if ranks.ndim != 2 or ranks.shape[0] == 0:
+        raise ValueError(f"ranks must have shape (n, d) with n >= 1, got {ranks.shape}")
+    if not isinstance(num_posterior_samples, (int, np.integer)) or num_posterior_samples < 1:
+        raise ValueError(f"num_posterior_samples must be a positive integer, got {num_posterior_samples!r}")
+    L = int(num_posterior_samples)
+    if not np.issubdtype(ranks.dtype, np.integer):
+        if not np.all(np.isfinite(ranks)) or not np.all(ranks == np.round(ranks)):
+            raise ValueError("ranks must be integers")
+        ranks = ranks.astype(np.int64)
+    if ranks.min() < 0 or ranks.max() > L:
+        raise ValueError(f"ranks must lie in [0, {L}] for L = {L} posterior samples; "
+                         f"got values in [{ranks.min()}, {ranks.max()}]")
+    n, d = ranks.shape
+    if method == "chi2":
+        if bins is None:
+            bins = max(2, min(20, L + 1, n // 5))
+        if not isinstance(bins, (int, np.integer)) or not 2 <= bins <= L + 1:
+            raise ValueError(f"bins must be an integer in [2, L + 1 = {L + 1}], got {bins!r}")
+        # Rank value r goes to bin floor(r * bins / (L + 1)); count how many values each bin holds.
+        values_per_bin = np.bincount(np.arange(L + 1) * bins // (L + 1), minlength=bins)
+        expected = n * values_per_bin / (L + 1)
+        pvals = []
+        for j in range(d):
+            observed = np.bincount(ranks[:, j] * bins // (L + 1), minlength=bins)
+            stat = np.sum((observed - expected) ** 2 / expected)
+            pvals.append(float(jax.scipy.special.gammaincc((bins - 1) / 2.0, stat / 2.0)))
+        return np.asarray(pvals)
+    if method == "ks":
+        cdf_uniform = np.arange(1, L + 2) / (L + 1)
+        pvals = []
+        for j in range(d):
+            ecdf = np.cumsum(np.bincount(ranks[:, j], minlength=L + 1)) / n
+            # Both CDFs are step functions on the same support, so the sup is over the support.
+            stat = np.max(np.abs(ecdf - cdf_uniform))
+            sq = math.sqrt(n)
+            pvals.append(float(_kolmogorov_sf(np.array([(sq + 0.12 + 0.11 / sq) * stat]))[0]))
+        return np.asarray(pvals)
+    raise ValueError(f"method must be 'chi2' or 'ks', got {method!r}")
+
+
+def expected_coverage(
+    key: PRNGKeyArray,
+    posterior,
+    theta: Float[ArrayLike, "n d"],
+    x: Float[ArrayLike, "n c"],
+    levels: Float[ArrayLike, " k"] | None = None,
+    *,
+    num_posterior_samples: int = 1000,
+    method: str = "hpd",
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Expected coverage of posterior credible regions at the given credibility levels.
+
+    "hpd": for each test pair, the credibility of the smallest highest-posterior-density region
+    containing the true theta is estimated as the fraction of posterior draws whose log-density
+    exceeds that of the truth; the coverage at level c is the fraction of test pairs where it is
+    below c. "central": per dimension, the truth is covered at level c when its marginal
+    posterior quantile (rank + 1/2) / (L + 1) lies within c / 2 of one half.
+
+    A calibrated posterior has coverage equal to the level up to the Monte Carlo error of the n
+    test pairs and a discretisation error of at most 1 / (L + 1). Coverage below the level means
+    over-confidence.
+
+    Arguments:
+        key: PRNG key for the posterior draws.
+        posterior: an object with `sample(key, x, sample_shape)` and `log_prob(theta, x)`.
+        theta: true parameters of the test pairs, shape (n, d), drawn from the prior.
+        x: observations simulated at those parameters, shape (n, c).
+        levels: credibility levels in [0, 1]; by default 0, 0.05, ..., 1.
+        num_posterior_samples: posterior draws per observation (L).
+        method: "hpd" (joint highest-density regions) or "central" (marginal central intervals).
+        batch_size: observations processed at once under `vmap`; by default as many as keep
+            about 2^18 posterior draws in memory.
+
+    Returns:
+        Coverage, shape (k,) for "hpd" and (k, d) for "central".
+
+    Raises:
+        ValueError: for mismatched or non-finite inputs, invalid levels or an unknown method.
+        TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
+    """
+    key = _check_key(key)
+    levels = _check_levels(levels)
+    theta, x = _check_pairs(posterior, theta, x, num_posterior_samples, batch_size)
+    L = int(num_posterior_samples)
+    extra = jnp.zeros((theta.shape[0],))
+    if method == "hpd":
+        above = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _hpd_stat))
+        credibility = above / L
+        return np.mean(credibility[None, :] < levels[:, None], axis=1)
+    if method == "central":
+        ranks = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _rank_stat))
+        quantile = (ranks + 0.5) / (L + 1)
+        inside = np.abs(quantile - 0.5)[None, :, :] < levels[:, None, None] / 2
+        return np.mean(inside, axis=1)
+    raise ValueError(f"method must be 'hpd' or 'central', got {method!r}")
+
+
+def tarp(
+    key: PRNGKeyArray,
+    posterior,
+    theta: Float[ArrayLike, "n d"],
+    x: Float[ArrayLike, "n c"],
+    levels: Float[ArrayLike, " k"] | None = None,
+    *,
+    num_posterior_samples: int = 1000,
+    references: Float[ArrayLike, "n d"] | None = None,
+    normalize: bool = True,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """TARP expected coverage probability (Lemos et al. 2023) at the given credibility levels.
+
+    For each test pair a reference point theta_r is chosen; f_i is the fraction of posterior
+    draws closer to theta_r than the true theta_i. The expected coverage probability at level
+    alpha is the fraction of test pairs with f_i < alpha. With reference points drawn
+    independently of the true theta, this equals alpha for every alpha exactly when the
+    posterior is correct (Lemos et al. 2023). Over-confident posteriors give curves below
+    the diagonal, under-confident ones above it, and biased ones an S-shape.
+
+    Arguments:
+        key: PRNG key for the reference points and the posterior draws.
+        posterior: an object with `sample(key, x, sample_shape)`.
+        theta: true parameters of the test pairs, shape (n, d), drawn from the prior.
+        x: observations simulated at those parameters, shape (n, c).
+        levels: credibility levels in [0, 1]; by default 0, 0.05, ..., 1.
+        num_posterior_samples: posterior draws per observation (L).
+        references: reference points, shape (n, d) or (d,); by default drawn uniformly in the
+            bounding box of `theta`.
+        normalize: measure distances after scaling each dimension by the range of `theta`
+            (otherwise in the raw units of theta).
+        batch_size: observations processed at once under `vmap`; by default as many as keep
+            about 2^18 posterior draws in memory.
+
+    Returns:
+        Expected coverage probability, shape (k,).
+
+    Raises:
+        ValueError: for mismatched or non-finite inputs, reference points of the wrong shape or
+            invalid levels.
+        TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
+    """
+    key = _check_key(key)
+    levels = _check_levels(levels)
+    theta, x = _check_pairs(posterior, theta, x, num_posterior_samples, batch_size)
+    n, d = theta.shape
+    k_ref, k_draw = jax.random.split(key)
+    low = jnp.min(theta, axis=0)
+    high = jnp.max(theta, axis=0)
+    span = jnp.where(high > low, high - low, 1.0)
+    if references is None:
+        references = low + span * jax.random.uniform(k_ref, (n, d), dtype=theta.dtype)
+    else:
+        references = jnp.asarray(references, dtype=theta.dtype)
+        if references.shape == (d,):
+            references = jnp.broadcast_to(references, (n, d))
+        if references.shape != (n, d):
+            raise ValueError(f"references must have shape ({n}, {d}) or ({d},), got {tuple(references.shape)}")
+        if not np.all(np.isfinite(np.asarray(references))):
+            raise ValueError("references must be finite")
+    scale = span if normalize else jnp.ones((d,), theta.dtype)
+    extra = jnp.stack([references, jnp.broadcast_to(scale, (n, d))], axis=1)  # (n, 2, d)
+    f = np.asarray(_run(k_draw, posterior, theta, x, extra, num_posterior_samples, batch_size, _tarp_stat))
+    return np.mean(f[None, :] < levels[:, None], axis=1)
