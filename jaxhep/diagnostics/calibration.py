@@ -9,8 +9,8 @@ to a few numbers right away, so memory grows with `batch_size * num_posterior_sa
 with the number of test pairs.
 
 A posterior that is exactly the Bayesian posterior yields uniform SBC ranks, an expected
-coverage equal to the credibility level, and a TARP curve on the diagonal; over-confident
-posteriors fall below the diagonal, under-confident ones above it.
+coverage equal to the credibility level, and a TARP curve on the diagonal; the coverage of
+over-confident posteriors falls below the diagonal, that of under-confident ones above it.
 
 References:
     Talts et al., "Validating Bayesian inference algorithms with simulation-based calibration"
@@ -269,13 +269,13 @@ def expected_coverage(
     """Expected coverage of posterior credible regions at the given credibility levels.
 
     "hpd": for each test pair, the credibility of the smallest highest-posterior-density region
-    containing the true theta is estimated as the fraction of posterior draws whose log-density
-    exceeds that of the truth; the coverage at level c is the fraction of test pairs where it is
-    below c. "central": per dimension, the truth is covered at level c when its marginal
+    containing the true theta is estimated from the number K of posterior draws whose
+    log-density exceeds that of the truth, as (K + 1/2) / (L + 1); the coverage at level c is the
+    fraction of test pairs where it is below c. "central": per dimension, the truth is covered at level c when its marginal
     posterior quantile (rank + 1/2) / (L + 1) lies within c / 2 of one half.
 
     A calibrated posterior has coverage equal to the level up to the Monte Carlo error of the n
-    test pairs and a discretisation error of at most 1 / (L + 1). Coverage below the level means
+    test pairs and a discretisation error of at most 1 / (2 (L + 1)). Coverage below the level means
     over-confidence.
 
     Arguments:
@@ -303,7 +303,8 @@ def expected_coverage(
     extra = jnp.zeros((theta.shape[0],))
     if method == "hpd":
         above = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _hpd_stat))
-        credibility = above / L
+        # Mid-rank credibility: uniform on {(k + 1/2) / (L + 1)} for a calibrated posterior.
+        credibility = (above + 0.5) / (L + 1)
         return np.mean(credibility[None, :] < levels[:, None], axis=1)
     if method == "central":
         ranks = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _rank_stat))
@@ -331,8 +332,9 @@ def tarp(
     draws closer to theta_r than the true theta_i. The expected coverage probability at level
     alpha is the fraction of test pairs with f_i < alpha. With reference points drawn
     independently of the true theta, this equals alpha for every alpha exactly when the
-    posterior is correct (Lemos et al. 2023). Over-confident posteriors give curves below
-    the diagonal, under-confident ones above it, and biased ones an S-shape.
+    posterior is correct (Lemos et al. 2023). Over-confidence piles the f_i up near 0 and 1,
+    which lifts the curve above the diagonal at low levels and drops it below at high levels;
+    under-confidence does the reverse.
 
     Arguments:
         key: PRNG key for the reference points and the posterior draws.

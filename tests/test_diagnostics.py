@@ -1,0 +1,294 @@
+"""Diagnostics against closed forms: C2ST vs the Bayes-optimal accuracy, calibration tools on an
+exact conjugate-Gaussian posterior and on posteriors with a known, wrong width."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.stats import norm
+
+from jaxhep.densities import AbstractConditionalDensity
+from jaxhep.diagnostics import c2st, c2st_scores, expected_coverage, sbc_ranks, sbc_uniformity, tarp
+
+# ---------------------------------------------------------------------------------------------
+# C2ST
+# ---------------------------------------------------------------------------------------------
+
+# All C2ST tests share one shape (2-d, N_SET samples per set) so the classifier compiles once.
+N_SET = 3000
+N_PRED = 2 * N_SET  # every sample is predicted exactly once across the folds
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _gaussians(seed: int, shift) -> tuple[np.ndarray, np.ndarray]:
+    kx, ky = jax.random.split(jax.random.key(seed))
+    X = np.asarray(jax.random.normal(kx, (N_SET, 2)))
+    Y = np.asarray(jax.random.normal(ky, (N_SET, 2))) + np.asarray(shift, dtype=np.float32)
+    return X, Y
+
+
+def _binomial_sd(p: float, n: int = N_PRED) -> float:
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def test_c2st_same_distribution_is_chance_and_inputs_untouched():
+    X, Y = _gaussians(0, [0.0, 0.0])
+    X_copy, Y_copy = X.copy(), Y.copy()
+    acc = c2st(jax.random.key(1), X, Y)
+    # Under H0 the held-out labels are independent of the classifier, so with balanced folds the
+    # number correct has mean N/2 and variance at most N/4.
+    assert abs(acc - 0.5) < 5 * _binomial_sd(0.5)
+    assert acc < 0.55
+    np.testing.assert_array_equal(X, X_copy)
+    np.testing.assert_array_equal(Y, Y_copy)
+    # Same key, same answer; the per-fold accuracies average to the score.
+    accs, epochs = c2st_scores(jax.random.key(1), X, Y)
+    assert accs.shape == (5,) and np.all(epochs >= 1)
+    assert float(np.mean(accs)) == pytest.approx(acc, abs=1e-6)
+
+
+def test_c2st_moderate_shift_matches_bayes_optimal_accuracy():
+    # N(0, I) vs N(mu, I) with equal priors: the Bayes classifier thresholds the projection on mu
+    # halfway, with accuracy Phi(|mu| / 2). A trained classifier cannot beat it beyond the
+    # binomial noise and should come close from below.
+    mu = np.array([1.0, 0.0])
+    bayes = _phi(np.linalg.norm(mu) / 2)
+    X, Y = _gaussians(2, mu)
+    acc = c2st(jax.random.key(3), X, Y)
+    assert abs(acc - bayes) < 5 * _binomial_sd(bayes), (acc, bayes)
+
+
+def test_c2st_clearly_different_distributions():
+    # |mu| = 3 sqrt(2): the Bayes accuracy is Phi(2.12) = 0.983. (In 1-d, N(0,1) vs N(3,1) has
+    # Bayes accuracy Phi(1.5) = 0.933, so no classifier could pass 0.95 there.)
+    mu = np.array([3.0, 3.0])
+    bayes = _phi(np.linalg.norm(mu) / 2)
+    X, Y = _gaussians(4, mu)
+    acc = c2st(jax.random.key(5), X, Y)
+    assert acc > 0.95
+    assert abs(acc - bayes) < 5 * _binomial_sd(bayes), (acc, bayes)
+
+
+def test_c2st_is_invariant_to_affine_rescaling_through_z_scoring():
+    # z-scoring with X's statistics makes the test blind to a common affine map of both sets,
+    # up to float rounding: the folds, initialisation and shuffles are the same.
+    X, Y = _gaussians(2, [1.0, 0.0])
+    scale, offset = np.array([100.0, 0.01], np.float32), np.array([5.0, -3.0], np.float32)
+    a = c2st(jax.random.key(3), X, Y)
+    b = c2st(jax.random.key(3), X * scale + offset, Y * scale + offset)
+    assert abs(a - b) < 5 * _binomial_sd(0.7)
+
+
+def test_c2st_rejects_bad_input():
+    X = np.zeros((50, 2))
+    with pytest.raises(ValueError, match="same dimension"):
+        c2st(jax.random.key(0), X, np.zeros((50, 3)))
+    bad = np.ones((50, 2))
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        c2st(jax.random.key(0), X, bad)
+    with pytest.raises(ValueError, match="shape"):
+        c2st(jax.random.key(0), np.zeros((5, 2, 2)), np.zeros((5, 2, 2)))
+    with pytest.raises(ValueError, match="at least n_folds"):
+        c2st(jax.random.key(0), np.zeros((3, 2)), np.zeros((50, 2)))
+    with pytest.raises(ValueError, match="n_folds"):
+        c2st(jax.random.key(0), X, X, n_folds=1)
+    with pytest.raises(TypeError, match="key"):
+        c2st("seed", X, X)
+
+
+def test_c2st_matches_sklearn_reference():
+    """Same definition, two implementations: agree within the noise of two independent runs."""
+    sklearn = pytest.importorskip("sklearn")
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neural_network import MLPClassifier
+
+    del sklearn
+    X, Y = _gaussians(2, [1.0, 0.0])
+    mean, std = X.mean(0), X.std(0, ddof=1)
+    data = np.concatenate([(X - mean) / std, (Y - mean) / std])
+    target = np.concatenate([np.zeros(len(X)), np.ones(len(Y))])
+    clf = MLPClassifier(activation="relu", hidden_layer_sizes=(20, 20), max_iter=10000, solver="adam",
+                        random_state=0)
+    ref = cross_val_score(clf, data, target, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                          scoring="accuracy").mean()
+    ours = c2st(jax.random.key(3), X, Y)
+    assert abs(ours - ref) < 5 * math.sqrt(2) * _binomial_sd(ref), (ours, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration: conjugate Gaussian model theta ~ N(0, S0^2 I), x | theta ~ N(theta, S^2 I).
+# The exact posterior is N(w x, v I) with w = S0^2 / (S0^2 + S^2), v = S0^2 S^2 / (S0^2 + S^2).
+# ---------------------------------------------------------------------------------------------
+
+S0, S = 1.0, 0.5
+D = 2
+N_PAIRS = 1000
+L = 100
+
+
+class GaussianPosterior(AbstractConditionalDensity):
+    """The exact posterior with its standard deviation multiplied by `width` (1 = exact)."""
+
+    theta_dim: int = eqx.field(static=True)
+    x_dim: int = eqx.field(static=True)
+    width: jax.Array
+
+    def __init__(self, width: float):
+        self.theta_dim = D
+        self.x_dim = D
+        # An array, not a float, so every width shares one compiled program.
+        self.width = jnp.asarray(width, jnp.float32)
+
+    def _moments(self, x):
+        w = S0**2 / (S0**2 + S**2)
+        sd = math.sqrt(S0**2 * S**2 / (S0**2 + S**2))
+        return w * x, self.width * sd
+
+    def _log_prob(self, theta, x):
+        mean, sd = self._moments(x)
+        return jnp.sum(norm.logpdf(theta, mean, sd))
+
+    def _sample(self, key, x):
+        mean, sd = self._moments(x)
+        return mean + sd * jax.random.normal(key, mean.shape)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    kt, kx = jax.random.split(jax.random.key(10))
+    theta = S0 * jax.random.normal(kt, (N_PAIRS, D))
+    x = theta + S * jax.random.normal(kx, (N_PAIRS, D))
+    return theta, x
+
+
+LEVELS = np.linspace(0.1, 0.9, 9)
+
+
+def _coverage_tolerance(p):
+    # 4 binomial standard deviations of n test pairs plus the discretisation of L draws.
+    return 4 * np.sqrt(p * (1 - p) / N_PAIRS) + 1.0 / (L + 1)
+
+
+def _hpd_coverage_closed_form(levels, width):
+    # With posterior sd scaled by `width`, the truth's squared Mahalanobis distance under the
+    # reported posterior is chi2_D / width^2; for D = 2, P(chi2_2 <= q) = 1 - exp(-q / 2) and the
+    # level-c HPD region is {chi2 <= -2 log(1 - c)}, so the coverage is 1 - (1 - c)^(width^2).
+    return 1.0 - (1.0 - levels) ** (width**2)
+
+
+def _central_coverage_closed_form(levels, width):
+    z = np.array([_inverse_phi(0.5 + c / 2) for c in levels])
+    return np.array([2 * _phi(width * zi) - 1 for zi in z])
+
+
+def _inverse_phi(p):
+    lo, hi = -10.0, 10.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _phi(mid) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_sbc_ranks_uniform_for_exact_posterior(pairs):
+    theta, x = pairs
+    ranks = sbc_ranks(jax.random.key(11), GaussianPosterior(1.0), theta, x, L)
+    assert ranks.shape == (N_PAIRS, D)
+    assert int(ranks.min()) >= 0 and int(ranks.max()) <= L
+    # Mean rank of a uniform on {0..L} is L/2 with sd sqrt(((L+1)^2 - 1) / 12 / n).
+    sd_mean = math.sqrt(((L + 1) ** 2 - 1) / 12 / N_PAIRS)
+    assert np.all(np.abs(np.asarray(ranks).mean(0) - L / 2) < 4 * sd_mean)
+    assert np.all(sbc_uniformity(ranks, L) > 1e-3)
+    assert np.all(sbc_uniformity(ranks, L, method="ks") > 1e-3)
+
+
+@pytest.mark.parametrize("width", [0.5, 2.0])
+def test_sbc_detects_wrong_width(pairs, width):
+    theta, x = pairs
+    ranks = sbc_ranks(jax.random.key(11), GaussianPosterior(width), theta, x, L)
+    assert np.all(sbc_uniformity(ranks, L) < 1e-6)
+    assert np.all(sbc_uniformity(ranks, L, method="ks") < 1e-6)
+    # Over-confidence piles ranks into the extreme bins; under-confidence into the middle.
+    extreme = np.mean((np.asarray(ranks) < L // 10) | (np.asarray(ranks) > L - L // 10))
+    assert (extreme > 0.3) if width < 1 else (extreme < 0.1)
+
+
+def test_sbc_uniformity_on_exactly_uniform_and_degenerate_ranks():
+    # Every rank value equally often: the chi2 statistic is 0 (p = 1) and the KS distance tiny.
+    ranks = np.tile(np.arange(L + 1), 10)[:, None]
+    assert sbc_uniformity(ranks, L)[0] == pytest.approx(1.0)
+    assert sbc_uniformity(ranks, L, method="ks")[0] > 0.99
+    # All ranks zero: maximal evidence against uniformity.
+    zeros = np.zeros((500, 1), dtype=int)
+    assert sbc_uniformity(zeros, L)[0] < 1e-12
+    assert sbc_uniformity(zeros, L, method="ks")[0] < 1e-12
+    with pytest.raises(ValueError, match="lie in"):
+        sbc_uniformity(np.array([[L + 1]]), L)
+    with pytest.raises(ValueError, match="method"):
+        sbc_uniformity(ranks, L, method="anderson")
+
+
+@pytest.mark.parametrize("width", [1.0, 0.5, 2.0])
+def test_hpd_coverage_matches_closed_form(pairs, width):
+    theta, x = pairs
+    cov = expected_coverage(jax.random.key(12), GaussianPosterior(width), theta, x, LEVELS,
+                            num_posterior_samples=L)
+    truth = _hpd_coverage_closed_form(LEVELS, width)
+    assert cov.shape == LEVELS.shape
+    np.testing.assert_array_less(np.abs(cov - truth), _coverage_tolerance(truth))
+    if width < 1:
+        assert np.all(cov < LEVELS - 4 * np.sqrt(LEVELS * (1 - LEVELS) / N_PAIRS))
+
+
+@pytest.mark.parametrize("width", [1.0, 0.5])
+def test_central_coverage_matches_closed_form(pairs, width):
+    theta, x = pairs
+    cov = expected_coverage(jax.random.key(13), GaussianPosterior(width), theta, x, LEVELS,
+                            num_posterior_samples=L, method="central")
+    assert cov.shape == (LEVELS.size, D)
+    truth = np.broadcast_to(_central_coverage_closed_form(LEVELS, width)[:, None], cov.shape)
+    np.testing.assert_array_less(np.abs(cov - truth), _coverage_tolerance(truth))
+
+
+def test_tarp_diagonal_for_exact_posterior_and_s_shape_for_overconfident(pairs):
+    theta, x = pairs
+    ecp = tarp(jax.random.key(14), GaussianPosterior(1.0), theta, x, LEVELS, num_posterior_samples=L)
+    np.testing.assert_array_less(np.abs(ecp - LEVELS), _coverage_tolerance(LEVELS))
+    # A too-narrow posterior puts f near 0 or 1 (all draws sit at one distance from the
+    # reference): above the diagonal at low levels, below it at high levels.
+    ecp = tarp(jax.random.key(14), GaussianPosterior(0.5), theta, x, LEVELS, num_posterior_samples=L)
+    sd = np.sqrt(LEVELS * (1 - LEVELS) / N_PAIRS)
+    assert ecp[0] > LEVELS[0] + 5 * sd[0]
+    assert ecp[-1] < LEVELS[-1] - 5 * sd[-1]
+
+
+def test_calibration_input_checks(pairs):
+    theta, x = pairs
+    post = GaussianPosterior(1.0)
+    with pytest.raises(ValueError, match="same number"):
+        sbc_ranks(jax.random.key(0), post, theta[:10], x[:11], L)
+    bad = np.asarray(theta).copy()
+    bad[3, 0] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        expected_coverage(jax.random.key(0), post, bad, x, LEVELS)
+    with pytest.raises(ValueError, match="levels"):
+        expected_coverage(jax.random.key(0), post, theta, x, [0.5, 1.5])
+    with pytest.raises(ValueError, match="method"):
+        expected_coverage(jax.random.key(0), post, theta, x, LEVELS, method="box")
+    with pytest.raises(ValueError, match="references"):
+        tarp(jax.random.key(0), post, theta, x, references=np.zeros((3, D)))
+    with pytest.raises(TypeError, match="PRNG key"):
+        sbc_ranks(0, post, theta, x, L)
+    with pytest.raises(TypeError, match="sample"):
+        sbc_ranks(jax.random.key(0), object(), theta, x, L)
+    with pytest.raises(ValueError, match="theta"):
+        # A posterior whose draws do not match theta's dimension.
+        sbc_ranks(jax.random.key(0), post, jnp.zeros((N_PAIRS, 3)), x, L)
