@@ -1,0 +1,127 @@
+"""Plotting: PNGs are written and decodable, figures have the expected panels and data."""
+
+from __future__ import annotations
+
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import jax.numpy as jnp
+from jaxhep.plotting import corner, coverage_curve, loss_curves, rank_histograms
+from jaxhep.training import History
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path, min_bytes=5_000):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > min_bytes
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    # Something was drawn: the pixels are not all one colour.
+    assert image[..., :3].std() > 0.01
+
+
+def test_corner_several_sets_with_truth(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4000, 3))
+    approx = 0.7 * rng.normal(size=(3000, 3)) + 0.4
+    ref_copy = ref.copy()
+    path = tmp_path / "sub" / "corner.png"
+    fig = corner({"reference": ref, "approx": approx}, labels=["a", "b", "c"], truth=[0.0, 0.1, -0.2], path=path)
+    assert isinstance(fig, Figure)
+    _check_png(path, 20_000)
+    assert len(fig.axes) == 9
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 6  # lower triangle with diagonal
+    np.testing.assert_array_equal(ref, ref_copy)
+    # Diagonal histograms are densities: each set's bars integrate to its share inside the limits.
+    diag = fig.axes[0]
+    for patch in diag.patches:
+        verts = patch.get_path().vertices
+        xs, ys = verts[:, 0], verts[:, 1]
+        area = np.sum(np.diff(xs) * ys[:-1])
+        assert 0.95 < area <= 1.0 + 1e-6
+
+
+def test_corner_single_array_small_set_uses_scatter(tmp_path):
+    samples = np.random.default_rng(1).normal(size=(200, 2))
+    path = tmp_path / "corner_small.png"
+    fig = corner(samples, path=path)
+    _check_png(path)
+    assert len(fig.axes) == 4
+    lower = fig.axes[2]  # row 1, column 0
+    offsets = lower.collections[0].get_offsets()
+    np.testing.assert_allclose(np.asarray(offsets), samples[:, [0, 1]])
+
+
+def test_corner_without_path_writes_nothing(tmp_path):
+    fig = corner(np.random.default_rng(2).normal(size=(1000, 1)))
+    assert len(fig.axes) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corner_rejects_bad_input():
+    with pytest.raises(ValueError, match="same dimension"):
+        corner({"a": np.zeros((10, 2)), "b": np.zeros((10, 3))})
+    with pytest.raises(ValueError, match="labels"):
+        corner(np.zeros((10, 2)), labels=["x"])
+    with pytest.raises(ValueError, match="truth"):
+        corner(np.zeros((10, 2)), truth=[0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        corner(np.full((10, 2), np.nan))
+
+
+def test_loss_curves_from_history_and_dict(tmp_path):
+    epochs = np.arange(30)
+    history = History(train_loss=jnp.asarray(2.0 * np.exp(-epochs / 8) + 1.0),
+                      val_loss=jnp.asarray(2.0 * np.exp(-epochs / 8) + 1.1),
+                      best_epoch=29, epochs=30, stopped_early=False, seconds=1.0)
+    path = tmp_path / "loss.png"
+    fig = loss_curves(history, path)
+    _check_png(path)
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0].get_ydata(), np.asarray(history.train_loss))
+    np.testing.assert_allclose(lines[1].get_ydata(), np.asarray(history.val_loss))
+    fig = loss_curves({"run A": history, "plain": np.linspace(3, 1, 10)}, tmp_path / "loss2.png")
+    assert len(fig.axes[0].get_lines()) == 3
+    with pytest.raises(ValueError, match="no loss"):
+        loss_curves({"empty": np.array([])})
+
+
+def test_rank_histograms(tmp_path):
+    L = 50
+    ranks = np.random.default_rng(3).integers(0, L + 1, size=(400, 3))
+    path = tmp_path / "ranks.png"
+    fig = rank_histograms(ranks, path, num_posterior_samples=L)
+    _check_png(path)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 3
+    # The step outline of each panel holds the histogram counts, which sum to n.
+    for i, ax in enumerate(visible):
+        counts = ax.patches[-1].get_path().vertices[:, 1]
+        assert counts.max() <= 400
+        hist, _ = np.histogram(ranks[:, i], bins=np.unique(np.floor(np.linspace(0, L + 1, 21))) - 0.5)
+        assert hist.sum() == 400
+        assert set(hist.tolist()) <= set(np.round(counts).astype(int).tolist())
+    with pytest.raises(ValueError, match="lie in"):
+        rank_histograms(ranks, num_posterior_samples=10)
+
+
+def test_coverage_curve(tmp_path):
+    levels = np.linspace(0, 1, 11)
+    path = tmp_path / "coverage.png"
+    fig = coverage_curve(levels, {"exact": levels, "overconfident": levels**2}, path, num_pairs=500)
+    _check_png(path)
+    (ax,) = fig.axes
+    data = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    np.testing.assert_allclose(data["overconfident"], levels**2)
+    np.testing.assert_allclose(data["calibrated"], [0, 1])
+    fig = coverage_curve(levels, np.stack([levels, levels**0.5], axis=1), tmp_path / "cov2.png")
+    assert len(fig.axes[0].get_lines()) == 3
+    with pytest.raises(ValueError, match="levels"):
+        coverage_curve(levels, levels[:5])
