@@ -140,7 +140,7 @@ def _c2st_folds(key, data, labels, fold_id, *, n_folds, n_train_max, width, batc
         return nll + 0.5 * alpha * model.weight_sq_norm() / count
 
     def train_one(k, mask, n_tr):
-        k_init, k_loop = jax.random.split(k)
+        k_init, k_perm, k_loop = jax.random.split(k, 3)
         params = _Classifier(k_init, d, width)
         opt_state = optimizer.init(params)
 
@@ -178,7 +178,9 @@ def _c2st_folds(key, data, labels, fold_id, *, n_folds, n_train_max, width, batc
             *_, it, _, stall = carry
             return (it < max_iter) & (stall <= n_iter_no_change)
 
-        perm0 = jnp.arange(n, dtype=jnp.uint32)
+        # An exact random permutation to start from, so that tie-breaking in `_reshuffle`
+        # never falls back on the X-then-Y order of the rows.
+        perm0 = jax.random.permutation(k_perm, n).astype(jnp.uint32)
         init = (params, opt_state, perm0, jnp.asarray(0), jnp.asarray(jnp.inf, data.dtype), jnp.asarray(0))
         params, _, _, iters, _, _ = jax.lax.while_loop(keep_going, epoch, init)
         return params, iters
