@@ -292,3 +292,13 @@ def test_calibration_input_checks(pairs):
     with pytest.raises(ValueError, match="theta"):
         # A posterior whose draws do not match theta's dimension.
         sbc_ranks(jax.random.key(0), post, jnp.zeros((N_PAIRS, 3)), x, L)
+
+
+def test_chunked_evaluation_matches_unchunked(pairs):
+    # Each observation draws with its own key, so chunking (with padding of the last chunk:
+    # 1000 pairs in chunks of 300) must not change a single rank.
+    theta, x = pairs
+    post = GaussianPosterior(1.0)
+    whole = sbc_ranks(jax.random.key(11), post, theta, x, L)
+    chunked = sbc_ranks(jax.random.key(11), post, theta, x, L, batch_size=300)
+    np.testing.assert_array_equal(np.asarray(whole), np.asarray(chunked))
