@@ -125,3 +125,15 @@ def test_coverage_curve(tmp_path):
     assert len(fig.axes[0].get_lines()) == 3
     with pytest.raises(ValueError, match="levels"):
         coverage_curve(levels, levels[:5])
+
+
+def test_coverage_curve_with_exact_reference(tmp_path):
+    levels = np.linspace(0, 1, 11)
+    fig = coverage_curve(levels, {"w": levels**1.1}, tmp_path / "c.png", exact={"w": levels**1.2})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    exact_lines = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ":" and line.get_xdata().size]
+    assert len(exact_lines) == 1
+    np.testing.assert_allclose(exact_lines[0].get_ydata(), levels**1.2)
+    assert exact_lines[0].get_color() == lines["w"].get_color()
+    with pytest.raises(ValueError, match="levels"):
+        coverage_curve(levels, {"w": levels}, exact={"w": levels[:3]})

@@ -337,6 +337,7 @@ def coverage_curve(
     num_pairs: int | None = None,
     band: float = 0.95,
     labels: Sequence[str] | None = None,
+    exact: Mapping[str, Float[ArrayLike, " k"]] | None = None,
     xlabel: str = "credibility level",
     ylabel: str = "expected coverage",
 ) -> Figure:
@@ -353,6 +354,8 @@ def coverage_curve(
             probability `band` around the diagonal is drawn.
         band: central probability of that band.
         labels: names of the m curves of a (k, m) array.
+        exact: known true coverage curves, drawn dashed in the colour of the measured curve
+            of the same name (for checks against closed forms).
         xlabel: x-axis label.
         ylabel: y-axis label.
 
@@ -376,7 +379,8 @@ def coverage_curve(
         if len(labels) != cov.shape[1]:
             raise ValueError(f"labels must have one entry per curve ({cov.shape[1]}), got {len(labels)}")
         curves = {lab: cov[:, i] for i, lab in enumerate(labels)}
-    for name, values in curves.items():
+    exact = {str(k): np.asarray(v, dtype=float).reshape(-1) for k, v in (exact or {}).items()}
+    for name, values in list(curves.items()) + list(exact.items()):
         if values.shape != levels.shape:
             raise ValueError(f"coverage curve {name!r} has {values.size} values for {levels.size} levels")
     fig = _new_figure(4.5, 4.5)
@@ -387,8 +391,14 @@ def coverage_curve(
         half = z * np.sqrt(grid * (1 - grid) / num_pairs)
         ax.fill_between(grid, grid - half, grid + half, color="0.85", label=f"{band:.0%} band (n = {num_pairs})")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-    for s, (name, values) in enumerate(curves.items()):
-        ax.plot(levels, values, "-o", ms=3, color=_COLORS[s % len(_COLORS)], label=name)
+    colors = {name: _COLORS[s % len(_COLORS)] for s, (name) in enumerate(curves)}
+    for name, values in curves.items():
+        ax.plot(levels, values, "-o", ms=3, color=colors[name], label=name)
+    for name, values in exact.items():
+        ax.plot(levels, values, ":", lw=1.5, color=colors.get(name, "0.3"),
+                label=f"{name} (exact)" if name not in colors else None)
+    if exact:
+        ax.plot([], [], ":", color="0.3", label="exact")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
