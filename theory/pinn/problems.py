@@ -100,12 +100,13 @@ def burgers(hard: bool = False, nx: int = 256, nt: int = 101) -> Benchmark:
     ref = burgers_cole_hopf(xs[:, None], ts[None, :], BURGERS_NU)
     problem = PDEProblem(box, burgers_residual, conds, known={"nu": BURGERS_NU}, output_transform=transform,
                          name="burgers")
-    net = dict(in_size=2, out_size=1, width=64, depth=4, arch="modified", lower=box.lower, upper=box.upper,
-               fourier_scale=1.0, fourier_features=32, factorization=(0.5, 0.1))
-    config = TrainConfig(steps=3000, batch=2048, learning_rate=1e-3, warmup=200, decay_steps=1000,
+    # Sized for a 2-core CPU: 10 minutes of wall time in all (Adam 4 min, L-BFGS 6 min).
+    net = dict(in_size=2, out_size=1, width=32, depth=4, arch="modified", lower=box.lower, upper=box.upper,
+               fourier_scale=1.0, fourier_features=16, factorization=(0.5, 0.1))
+    config = TrainConfig(steps=4000, batch=1024, learning_rate=1e-3, warmup=200, decay_steps=1000,
                          decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=16,
-                         causal_eps=1.0, lbfgs_steps=20000, lbfgs_points=8192, max_seconds=180.0,
-                         lbfgs_max_seconds=420.0)
+                         causal_eps=1.0, lbfgs_steps=20000, lbfgs_points=2048, chunk=50, max_seconds=240.0,
+                         lbfgs_max_seconds=360.0)
     return Benchmark("burgers", problem, net, config, (xs, ts), ref, techniques=_techniques(True))
 
 
@@ -122,10 +123,10 @@ def advection(speed: float = 50.0, nx: int = 256, nt: int = 101) -> Benchmark:
     ref = np.sin(xs[:, None] - speed * ts[None, :])
     problem = PDEProblem(box, residual, conds, known={"c": float(speed)}, name="advection")
     net = dict(in_size=2, out_size=1, width=64, depth=4, arch="modified", lower=box.lower, upper=box.upper,
-               periodic={0: 2 * np.pi}, fourier_scale=1.0, fourier_features=32, factorization=(0.5, 0.1))
-    config = TrainConfig(steps=6000, batch=2048, learning_rate=1e-3, warmup=200, decay_steps=1000,
-                         decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=32,
-                         causal_eps=1.0, lbfgs_steps=10000, lbfgs_points=8192, max_seconds=300.0,
+               periodic={0: 2 * np.pi}, fourier_scale=1.0, fourier_features=16, factorization=(0.5, 0.1))
+    config = TrainConfig(steps=6000, batch=1024, learning_rate=1e-3, warmup=200, decay_steps=1000,
+                         decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=16,
+                         causal_eps=1.0, lbfgs_steps=10000, lbfgs_points=2048, chunk=50, max_seconds=300.0,
                          lbfgs_max_seconds=300.0)
     return Benchmark("advection", problem, net, config, (xs, ts), ref, techniques=_techniques(True))
 
@@ -146,10 +147,10 @@ def allen_cahn(nx: int = 512) -> Benchmark:
     ref = np.concatenate([ug, ug[:, :1]], axis=1).T
     problem = PDEProblem(box, residual, conds, known={"d": 1e-4, "a": 5.0}, name="allen_cahn")
     net = dict(in_size=2, out_size=1, width=64, depth=4, arch="modified", lower=box.lower, upper=box.upper,
-               periodic={0: 2.0}, fourier_scale=1.0, fourier_features=32, factorization=(0.5, 0.1))
-    config = TrainConfig(steps=6000, batch=2048, learning_rate=1e-3, warmup=200, decay_steps=1000,
-                         decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=32,
-                         causal_eps=1.0, lbfgs_steps=10000, lbfgs_points=8192, max_seconds=300.0,
+               periodic={0: 2.0}, fourier_scale=1.0, fourier_features=16, factorization=(0.5, 0.1))
+    config = TrainConfig(steps=6000, batch=1024, learning_rate=1e-3, warmup=200, decay_steps=1000,
+                         decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=16,
+                         causal_eps=1.0, lbfgs_steps=10000, lbfgs_points=2048, chunk=50, max_seconds=300.0,
                          lbfgs_max_seconds=300.0)
     return Benchmark("allen_cahn", problem, net, config, (xs, tg), ref, techniques=_techniques(True))
 
@@ -239,9 +240,9 @@ def inverse_burgers(key: PRNGKeyArray | None = None, n_obs: int = 2000, noise: f
     problem = PDEProblem(base.problem.domain, burgers_residual, (Observations(xs, noisy),),
                          unknown={"nu": nu_init}, name="inverse_burgers")
     net = dict(base.net_kwargs)
-    config = TrainConfig(steps=3000, batch=2048, learning_rate=1e-3, warmup=200, decay_steps=1000,
-                         decay_rate=0.9, balance=True, balance_every=250, lbfgs_steps=20000, lbfgs_points=8192,
-                         max_seconds=180.0, lbfgs_max_seconds=420.0)
+    config = TrainConfig(steps=4000, batch=1024, learning_rate=1e-3, warmup=200, decay_steps=1000,
+                         decay_rate=0.9, balance=True, balance_every=250, lbfgs_steps=20000, lbfgs_points=2048,
+                         chunk=50, max_seconds=240.0, lbfgs_max_seconds=360.0)
     return Benchmark("inverse_burgers", problem, net, config, base.axes, base.reference,
                      truth={"nu": BURGERS_NU})
 
