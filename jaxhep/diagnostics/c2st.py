@@ -6,12 +6,18 @@ ReLU network with two hidden layers of `10 * d` units is trained to tell them ap
 score is the mean held-out accuracy of a 5-fold cross-validation. 0.5 means indistinguishable,
 1.0 means perfectly separable.
 
-The classifier reproduces the training recipe of scikit-learn's `MLPClassifier` defaults (which
-sbibm uses): Glorot-uniform initialisation, Adam at step size 1e-3, minibatches of 200, an L2
-penalty `alpha / 2 * ||W||^2 / batch size` on the weights, and a stop once the epoch loss has
-failed to improve by more than `tol` for more than `n_iter_no_change` consecutive epochs. Here
+The classifier follows the training recipe of scikit-learn's `MLPClassifier` with its default
+settings, as sbibm uses it (with `max_iter=10000`): Glorot-uniform initialisation, Adam at step
+size 1e-3, shuffled minibatches of 200, an L2 penalty `alpha / 2 * ||W||^2 / batch size` on the
+weights, and a stop once the epoch loss has failed to improve by more than `tol` for more than
+`n_iter_no_change` consecutive epochs. The folds are stratified (sbibm itself uses plain
+shuffled K-fold splits; with equal set sizes the two differ only in fold composition). Here
 all folds are trained at once with `jax.vmap`, each epoch is a `lax.scan` over minibatches and
 the epochs run in a `lax.while_loop`, all inside one jit-compiled call.
+
+Known differences from scikit-learn: random streams differ (so individual scores differ by
+run-to-run noise, not systematically), and optax's Adam adds its epsilon after bias
+correction rather than before.
 """
 
 from __future__ import annotations
