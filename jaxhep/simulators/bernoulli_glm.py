@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 from typing import ClassVar
 
 import jax
@@ -18,17 +19,22 @@ _NUM_BINS = 100
 _FILTER_LEN = 9
 
 
+@functools.cache
+def _stimulus() -> np.ndarray:
+    return np.random.RandomState(42).randn(_NUM_BINS).astype(np.float32)
+
+
 def stimulus() -> np.ndarray:
     """The white-noise input current: 100 draws of N(0, 1) from NumPy's `RandomState(42)`, float32.
 
     This is sbibm's recipe for its stored `stimulus_I.pt` (seed 42, legacy NumPy generator).
     """
-    return np.random.RandomState(42).randn(_NUM_BINS).astype(np.float32)
+    return _stimulus().copy()
 
 
 def design_matrix() -> np.ndarray:
     """The (100, 10) design matrix: a column of ones, then the stimulus delayed by 0..8 bins."""
-    current = stimulus()
+    current = _stimulus()
     X = np.zeros((_NUM_BINS, _FILTER_LEN + 1), dtype=np.float32)
     X[:, 0] = 1.0
     for lag in range(_FILTER_LEN):
@@ -51,15 +57,27 @@ def prior_precision() -> np.ndarray:
     return P.astype(np.float32)
 
 
+def _glm_log_likelihood(theta, data):
+    # log prod_t sigmoid(psi_t)^y_t (1 - sigmoid(psi_t))^(1 - y_t) = theta . X^T y - sum_t softplus(psi_t)
+    stats, X = data
+    return theta @ stats - jnp.sum(jax.nn.softplus(X @ theta))
+
+
 class AbstractBernoulliGLM(AbstractTask):
     """Shared model: theta ~ N(0, B^-1); spikes y_t ~ Bernoulli(sigmoid((X theta)_t)), t = 1..100."""
 
-    X: Float[Array, "100 10"]
-    precision: Float[Array, "10 10"]
+    # The design matrix and prior precision are constants, not fields, so that the task has no
+    # array fields: it hashes, and `jax.jit(task.simulator)` works directly.
 
-    def __init__(self):
-        self.X = jnp.asarray(design_matrix())
-        self.precision = jnp.asarray(prior_precision())
+    @property
+    def X(self) -> Float[Array, "100 10"]:
+        """The (100, 10) design matrix."""
+        return jnp.asarray(design_matrix())
+
+    @property
+    def precision(self) -> Float[Array, "10 10"]:
+        """The (10, 10) prior precision matrix."""
+        return jnp.asarray(prior_precision())
 
     @property
     def prior(self):
@@ -69,15 +87,20 @@ class AbstractBernoulliGLM(AbstractTask):
         return jax.random.bernoulli(key, jax.nn.sigmoid(self.X @ theta)).astype(jnp.float32)
 
     def _log_likelihood_stats(self, theta, stats):
-        # log prod_t sigmoid(psi_t)^y_t (1 - sigmoid(psi_t))^(1 - y_t) = theta . X^T y - sum softplus(psi)
-        return theta @ stats - jnp.sum(jax.nn.softplus(self.X @ theta))
+        return _glm_log_likelihood(theta, (stats, self.X))
 
     @abc.abstractmethod
     def sufficient_statistics(self, x):
         """X^T y, the statistics the likelihood depends on, from one data vector x."""
 
     def reference_posterior(
-        self, key: PRNGKeyArray, x_obs: Float[Array, " m"], num_samples: int, *, progress: bool = False
+        self,
+        key: PRNGKeyArray,
+        x_obs: Float[Array, " m"],
+        num_samples: int,
+        *,
+        num_chains: int = 4,
+        num_warmup: int = 500,
     ) -> Float[Array, "n d"]:
         """Posterior samples by NUTS (dense mass matrix) on the exact, log-concave likelihood.
 
@@ -87,7 +110,8 @@ class AbstractBernoulliGLM(AbstractTask):
             key: PRNG key.
             x_obs: one observation.
             num_samples: number of samples.
-            progress: show numpyro's progress bar.
+            num_chains: NUTS chains (run vectorised).
+            num_warmup: warm-up steps per chain.
 
         Returns:
             Samples of shape (num_samples, 10), float32, in random order.
@@ -103,12 +127,9 @@ class AbstractBernoulliGLM(AbstractTask):
         prior = self.prior
         k_mcmc, k_perm = jax.random.split(key)
 
-        def log_posterior(theta):
-            return self._log_likelihood_stats(theta, stats) + prior.log_prob(theta)
-
         samples, r_hat = nuts_reference(
-            k_mcmc, log_posterior, prior, num_samples, num_chains=4, num_warmup=500,
-            thinning=1, progress=progress,
+            k_mcmc, _glm_log_likelihood, (stats, self.X), prior, num_samples,
+            num_chains=num_chains, num_warmup=num_warmup, thinning=1,
         )
         warn_if_unconverged(r_hat, self.name)
         return samples[jax.random.permutation(k_perm, num_samples)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -10,14 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.diagnostics import split_gelman_rubin
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer.hmc import hmc
 
 from .base import check_num
 
 
 def nuts_reference(
     key,
-    log_posterior,
+    log_likelihood,
+    data,
     prior,
     num_samples: int,
     *,
@@ -26,27 +28,28 @@ def nuts_reference(
     thinning: int = 2,
     num_init_candidates: int = 20_000,
     dense_mass: bool = True,
-    progress: bool = False,
     rhat_transform=None,
 ):
     """Sample an exact posterior with several NUTS chains started from importance-resampled prior draws.
 
     The chains run in the prior support's unconstrained space (numpyro's `biject_to`), with
-    the log-Jacobian added. Their starting points are drawn without replacement from
-    `num_init_candidates` prior draws with weights proportional to the likelihood, which
-    spreads the chains over the posterior modes.
+    the log-Jacobian added, using numpyro's NUTS kernel (step size and mass matrix adapted
+    during warm-up) inside one jitted, vmapped `lax.scan`. Starting points are drawn without
+    replacement from `num_init_candidates` prior draws with weights proportional to the
+    likelihood, which spreads the chains over the posterior modes.
 
     Arguments:
         key: PRNG key.
-        log_posterior: `log_posterior(theta) -> scalar`, unnormalised, for one theta of shape (d,).
-        prior: the numpyro prior (for its support, and for the starting candidates).
+        log_likelihood: `log_likelihood(theta, data) -> scalar` for one theta of shape (d,);
+            a module-level function, so that the compiled sampler is reused across calls.
+        data: a pytree of arrays (the observation and any task arrays).
+        prior: the numpyro prior (its log-density, support and the starting candidates).
         num_samples: number of samples to return (rounded up per chain, then cut).
         num_chains: number of chains, run vectorised.
         num_warmup: warm-up (adaptation) steps per chain.
         thinning: keep every `thinning`-th step.
         num_init_candidates: prior draws to choose the starting points from.
         dense_mass: adapt a dense mass matrix.
-        progress: show numpyro's progress bar.
         rhat_transform: applied to the samples before R-hat (e.g. to fold exact symmetries,
             so that chains sitting in mirror-image modes do not count as unconverged).
 
@@ -55,39 +58,61 @@ def nuts_reference(
         order, and the split R-hat of each coordinate.
     """
     num_samples = check_num(num_samples, "num_samples")
+    num_chains = check_num(num_chains, "num_chains")
+    num_warmup = check_num(num_warmup, "num_warmup")
     k_init, k_choice, k_mcmc = jax.random.split(key, 3)
-    transform = biject_to(prior.support)
 
     candidates = prior.sample(k_init, (num_init_candidates,))
-    logw = jax.vmap(log_posterior)(candidates) - prior.log_prob(candidates)
+    logw = jax.vmap(log_likelihood, in_axes=(0, None))(candidates, data)
     logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
     probs = jax.nn.softmax(logw)
-    # Without replacement needs enough candidates with non-negligible weight; fall back to replacement.
+    # Without replacement needs enough candidates with non-zero weight; else allow repeats.
     replace = bool(jnp.sum(probs > 0) < num_chains)
     idx = jax.random.choice(k_choice, num_init_candidates, (num_chains,), replace=replace, p=probs)
-    init_u = transform.inv(candidates[idx])
-
-    def potential(u):
-        theta = transform(u)
-        return -(log_posterior(theta) + jnp.sum(transform.log_abs_det_jacobian(u, theta)))
 
     per_chain = math.ceil(num_samples / num_chains)
-    kernel = NUTS(potential_fn=potential, dense_mass=dense_mass)
-    mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=per_chain * thinning,
-        num_chains=num_chains,
-        thinning=thinning,
-        chain_method="vectorized",
-        progress_bar=progress,
-    )
-    mcmc.run(k_mcmc, init_params=init_u)
-    u = mcmc.get_samples(group_by_chain=True)  # (chains, per_chain, d)
-    theta = transform(u)
-    r_hat = np.asarray(split_gelman_rubin(np.asarray(theta if rhat_transform is None else rhat_transform(theta))))
+    theta = _run_chains(
+        jax.random.split(k_mcmc, num_chains), candidates[idx], data, prior,
+        log_likelihood=log_likelihood, num_warmup=num_warmup, num_kept=per_chain,
+        thinning=thinning, dense_mass=dense_mass,
+    )  # (chains, per_chain, d)
+    folded = theta if rhat_transform is None else rhat_transform(theta)
+    r_hat = np.asarray(split_gelman_rubin(np.asarray(folded)))
     pooled = theta.reshape(-1, theta.shape[-1])[:num_samples]
     return pooled.astype(jnp.float32), r_hat
+
+
+@functools.partial(
+    jax.jit, static_argnames=("log_likelihood", "num_warmup", "num_kept", "thinning", "dense_mass")
+)
+def _run_chains(keys, init_theta, data, prior, *, log_likelihood, num_warmup, num_kept, thinning, dense_mass):
+    transform = biject_to(prior.support)
+
+    def potential(u, data, prior):
+        theta = transform(u)
+        log_jac = jnp.sum(transform.log_abs_det_jacobian(u, theta))
+        return -(log_likelihood(theta, data) + prior.log_prob(theta) + log_jac)
+
+    def potential_gen(data, prior):
+        return lambda u: potential(u, data, prior)
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+    def one_chain(key, theta0):
+        state = init_kernel(
+            transform.inv(theta0), num_warmup, dense_mass=dense_mass, model_args=(data, prior), rng_key=key
+        )
+
+        def step(state, _):
+            state = sample_kernel(state, model_args=(data, prior))
+            return state, state.z
+
+        # Warm-up adaptation happens inside sample_kernel for its first num_warmup calls. One
+        # scan over all steps (not one for warm-up and one for sampling) traces NUTS once.
+        _, zs = jax.lax.scan(step, state, None, length=num_warmup + num_kept * thinning)
+        return transform(zs[num_warmup + thinning - 1 :: thinning])
+
+    return jax.vmap(one_chain)(keys, init_theta)
 
 
 def warn_if_unconverged(r_hat, task_name: str, threshold: float = 1.05):
