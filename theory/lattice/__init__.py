@@ -57,6 +57,7 @@ from .observables import (
     connected_two_point,
     correlator_per_config,
     effective_mass,
+    effective_mass_from_correlator,
     integrated_autocorrelation_time,
     magnetization,
     second_moment_correlation_length,

@@ -205,8 +205,15 @@ def effective_mass(phi: Float[Array, "n L L"]) -> np.ndarray:
 
     C(t) = sum_{x1} G_c(t, x1); entries where the argument of arccosh is below 1 are nan.
     """
-    g = connected_two_point(phi)
-    ct = g.sum(axis=1)
+    return effective_mass_from_correlator(connected_two_point(phi))
+
+
+def effective_mass_from_correlator(g: Float[Array, "L L"]) -> np.ndarray:
+    """Effective mass m_eff(t), t = 1..L-2, from a two-point function G(t, x1) (summed over x1).
+
+    For C(t) = A cosh(E (t - L/2)) it returns E at every t.
+    """
+    ct = np.asarray(g).sum(axis=1)
     arg = (np.roll(ct, 1) + np.roll(ct, -1)) / (2 * ct)
     with np.errstate(invalid="ignore"):
         return np.where(arg >= 1, np.arccosh(np.maximum(arg, 1)), np.nan)[1:-1]

@@ -106,10 +106,12 @@ def run_phi4_study(
     kf, kt, km, kh, kb = jax.random.split(key, 5)
     action = Phi4Action(L, m2, lam)
     flow = make_phi4_flow(L, n_layers, coupling, hidden_channels, key=kf)
+    cpu0 = time.process_time()
     flow, hist = train_reverse_kl(
         kt, flow, action, steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
         max_seconds=max_train_seconds, progress=progress,
     )
+    train_cpu = time.process_time() - cpu0
     start = time.perf_counter()
     chain = flow_metropolis_chain(km, flow, action, n_mh)
     phi_flow = np.asarray(jax.block_until_ready(chain.samples))
@@ -160,7 +162,7 @@ def run_phi4_study(
                   "hidden_channels": list(hidden_channels), "batch_size": batch_size, "learning_rate": learning_rate},
         "action_convention": "S = sum_x [sum_mu (phi(x+mu)-phi(x))^2 + m2 phi^2 + lam phi^4], identical to the tutorial's "
         "S = sum_x [-2 sum_mu phi(x)phi(x+mu) + (m2+4) phi^2 + lam phi^4]",
-        "training": {"steps": int(hist.loss.shape[0]), "seconds": hist.seconds,
+        "training": {"steps": int(hist.loss.shape[0]), "seconds": hist.seconds, "cpu_seconds_all_threads": train_cpu,
                      "final_loss_mean_last100": float(np.mean(np.asarray(hist.loss)[-100:])),
                      "final_batch_ess_mean_last100": float(np.mean(np.asarray(hist.ess)[-100:]))},
         "flow": {**flow_obs, "acceptance": float(chain.acceptance), "ess_per_sample": float(chain.ess_per_sample),
@@ -214,10 +216,12 @@ def run_u1_study(
     kf, kt, km, kh, kb = jax.random.split(key, 5)
     action = U1Action(L, beta)
     flow = make_u1_flow(L, n_layers, n_mix, hidden_channels, key=kf)
+    cpu0 = time.process_time()
     flow, hist = train_reverse_kl(
         kt, flow, action, steps=train_steps, batch_size=batch_size, learning_rate=learning_rate,
         max_seconds=max_train_seconds, progress=progress,
     )
+    train_cpu = time.process_time() - cpu0
     start = time.perf_counter()
     chain = flow_metropolis_chain(km, flow, action, n_mh)
     th_flow = np.asarray(jax.block_until_ready(chain.samples))
@@ -261,7 +265,7 @@ def run_u1_study(
         "setup": {"L": L, "beta": beta, "n_layers": n_layers, "n_mix": n_mix, "hidden_channels": list(hidden_channels),
                   "batch_size": batch_size, "learning_rate": learning_rate},
         "chi_Q_convention": "chi_Q = <Q^2> (tutorial convention, no 1/V); chi_Q_per_volume = <Q^2>/V",
-        "training": {"steps": int(hist.loss.shape[0]), "seconds": hist.seconds,
+        "training": {"steps": int(hist.loss.shape[0]), "seconds": hist.seconds, "cpu_seconds_all_threads": train_cpu,
                      "final_loss_mean_last100": float(np.mean(np.asarray(hist.loss)[-100:])),
                      "final_batch_ess_mean_last100": float(np.mean(np.asarray(hist.ess)[-100:]))},
         "flow": {**measure(q_flow, plaq_flow, k1), "acceptance": float(chain.acceptance),
