@@ -2,7 +2,7 @@
 
 from jaxhep.bijections.autoregressive import MaskedAutoregressive
 from jaxhep.bijections.base import AbstractBijection
-from jaxhep.bijections.chain import Chain, Invert
+from jaxhep.bijections.chain import Chain, Invert, Stacked
 from jaxhep.bijections.coupling import Coupling, alternating_mask
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer
 from jaxhep.bijections.linear import Affine, LULinear, Permutation
@@ -10,6 +10,6 @@ from jaxhep.bijections.support import BoxToReal, support_bounds
 
 __all__ = [
     "AbstractBijection", "Affine", "AffineTransformer", "BoxToReal", "Chain", "Coupling", "Invert",
-    "LULinear", "MaskedAutoregressive", "Permutation", "SplineTransformer", "alternating_mask",
+    "LULinear", "MaskedAutoregressive", "Permutation", "SplineTransformer", "Stacked", "alternating_mask",
     "support_bounds",
 ]

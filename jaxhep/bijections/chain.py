@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from jaxhep.bijections.base import AbstractBijection
@@ -69,3 +70,59 @@ class Invert(AbstractBijection):
 
     def inverse_and_log_det(self, y, condition=None):
         return self.bijection.transform_and_log_det(y, condition)
+
+
+class Stacked(AbstractBijection):
+    """Composition of bijections of identical structure, applied with `lax.scan`.
+
+    Equivalent to `Chain(layers)`, but the layer is traced and compiled once instead of once
+    per layer, which cuts compile time roughly by the number of layers.
+
+    Arguments:
+        layers: a non-empty sequence of bijections with the same pytree structure and static
+            fields (e.g. coupling layers that differ only in parameters and mask).
+
+    Raises:
+        ValueError: when the layers differ in structure.
+    """
+
+    stacked: AbstractBijection
+    num_layers: int = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    cond_dim: int = eqx.field(static=True)
+
+    def __init__(self, layers: Sequence[AbstractBijection]):
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError("Stacked needs at least one layer")
+        parts = [eqx.partition(layer, eqx.is_array) for layer in layers]
+        statics = {jax.tree_util.tree_structure(p[0]) for p in parts}
+        if len(statics) != 1 or any(not eqx.tree_equal(parts[0][1], p[1]) for p in parts[1:]):
+            raise ValueError("Stacked layers must share pytree structure and static fields")
+        arrays = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[p[0] for p in parts])
+        self.stacked = eqx.combine(arrays, parts[0][1])
+        self.num_layers, self.dim, self.cond_dim = len(layers), layers[0].dim, layers[0].cond_dim
+
+    def _scan(self, v, condition, inverse: bool):
+        arrays, static = eqx.partition(self.stacked, eqx.is_array)
+
+        def body(carry, layer_arrays):
+            v, total = carry
+            layer = eqx.combine(layer_arrays, static)
+            fn = layer.inverse_and_log_det if inverse else layer.transform_and_log_det
+            v, ld = fn(v, condition if layer.cond_dim else None)
+            return (v, total + ld), None
+
+        (v, total), _ = jax.lax.scan(body, (v, jnp.zeros((), v.dtype)), arrays, reverse=inverse)
+        return v, total
+
+    def transform_and_log_det(self, x, condition=None):
+        return self._scan(x, condition, inverse=False)
+
+    def inverse_and_log_det(self, y, condition=None):
+        return self._scan(y, condition, inverse=True)
+
+    def layer(self, i: int) -> AbstractBijection:
+        """The i-th layer as a standalone bijection."""
+        arrays, static = eqx.partition(self.stacked, eqx.is_array)
+        return eqx.combine(jax.tree_util.tree_map(lambda a: a[i], arrays), static)

@@ -16,7 +16,12 @@ from jaxhep.nn import ResidualMLP
 
 
 class Coupling(AbstractBijection):
-    """Coupling layer y_B = tau(x_B; NN(x_A, condition)), y_A = x_A.
+    """Masked coupling layer: y = where(mask, tau(x; NN(x * (1 - mask), condition)), x).
+
+    The conditioner sees the untransformed dimensions (the others are zeroed) and outputs
+    transformer parameters for every dimension, of which the masked ones are used. Keeping the
+    mask as data rather than structure makes layers with different masks identical in
+    structure, so a stack of them compiles once under `Stacked`.
 
     Arguments:
         dim: vector size.
@@ -30,8 +35,7 @@ class Coupling(AbstractBijection):
 
     dim: int = eqx.field(static=True)
     cond_dim: int = eqx.field(static=True)
-    transformed_idx: tuple[int, ...] = eqx.field(static=True)
-    identity_idx: tuple[int, ...] = eqx.field(static=True)
+    mask: jax.Array  # boolean, so never trained
     transformer: AffineTransformer | SplineTransformer
     conditioner: ResidualMLP
 
@@ -43,24 +47,19 @@ class Coupling(AbstractBijection):
         if mask.shape != (dim,) or not mask.any():
             raise ValueError(f"mask must be a boolean array of shape ({dim},) with at least one True, got {mask}")
         self.dim, self.cond_dim = dim, cond_dim
-        self.transformed_idx = tuple(int(i) for i in np.flatnonzero(mask))
-        self.identity_idx = tuple(int(i) for i in np.flatnonzero(~mask))
+        self.mask = jnp.asarray(mask)
         self.transformer = make_transformer(transformer, num_bins, bound)
-        net = ResidualMLP(len(self.identity_idx), len(self.transformed_idx) * self.transformer.num_params,
-                          width, num_blocks, context_size=cond_dim, activation=activation, key=key)
+        net = ResidualMLP(dim, dim * self.transformer.num_params, width, num_blocks, context_size=cond_dim,
+                          activation=activation, key=key)
         self.conditioner = eqx.tree_at(lambda n: n.final, net, zero_init(net.final))
 
-    def _params(self, x_id, condition):
-        ctx = condition if self.cond_dim > 0 else None
-        raw = self.conditioner(x_id, ctx)
-        return raw.reshape(len(self.transformed_idx), self.transformer.num_params)
-
     def _apply(self, x, condition, inverse: bool):
-        tid, iid = jnp.asarray(self.transformed_idx), jnp.asarray(self.identity_idx, dtype=int)
-        params = self._params(x[iid], condition)
+        ctx = condition if self.cond_dim > 0 else None
+        raw = self.conditioner(jnp.where(self.mask, 0.0, x), ctx)
+        params = raw.reshape(self.dim, self.transformer.num_params)
         fn = self.transformer.inverse if inverse else self.transformer.forward
-        yb, ld = fn(x[tid], params)
-        return x.at[tid].set(yb), jnp.sum(ld)
+        y, ld = fn(x, params)
+        return jnp.where(self.mask, y, x), jnp.sum(jnp.where(self.mask, ld, 0.0))
 
     def transform_and_log_det(self, x, condition=None):
         return self._apply(x, condition, inverse=False)

@@ -1,0 +1,153 @@
+"""What every amortized posterior estimator shares: input checks, standardisation, training, the posterior."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from jaxhep.densities import AbstractConditionalDensity, Standardized, make_standardizer
+from jaxhep.training import History, drop_nonfinite, fit
+
+
+class Posterior(AbstractConditionalDensity):
+    """An amortized posterior q(theta | x): a trained density in the user's space of theta and x.
+
+    It meets the density interface (`log_prob(theta, x)`, `sample(key, x, sample_shape)`),
+    is an immutable pytree (jit/vmap/save like any equinox module) and carries its training
+    history.
+
+    Attributes:
+        estimator: the trained density, wrapped in its standardisation and support map.
+        history: the training history.
+        method: the name of the method that trained it.
+    """
+
+    estimator: AbstractConditionalDensity
+    history: History
+    method: str = eqx.field(static=True)
+    theta_dim: int = eqx.field(static=True)
+    x_dim: int = eqx.field(static=True)
+
+    def __init__(self, estimator: AbstractConditionalDensity, history: History, method: str):
+        self.estimator, self.history, self.method = estimator, history, method
+        self.theta_dim, self.x_dim = estimator.theta_dim, estimator.x_dim
+
+    def _log_prob(self, theta, x):
+        return self.estimator._log_prob(theta, x)
+
+    def _sample(self, key, x):
+        return self.estimator._sample(key, x)
+
+    def _sample_n(self, key, x, n):
+        return self.estimator._sample_n(key, x, n)
+
+
+def _as_2d(a, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (num_simulations, dim), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def check_training_data(theta, x, prior=None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate simulations and drop the invalid ones (NaN/inf, with a warning).
+
+    Returns float32 copies; the caller's arrays are left untouched.
+
+    Raises:
+        ValueError: when row counts differ, or theta's dimension disagrees with the prior's.
+    """
+    theta, x = _as_2d(theta, "theta"), _as_2d(x, "x")
+    if theta.shape[0] != x.shape[0]:
+        raise ValueError(f"theta and x must have the same number of rows (simulations), got "
+                         f"{theta.shape[0]} and {x.shape[0]}")
+    if prior is not None:
+        event = tuple(getattr(prior, "batch_shape", ())) + tuple(getattr(prior, "event_shape", ()))
+        if event != (theta.shape[1],):
+            raise ValueError(f"theta has dimension {theta.shape[1]} but the prior is over shape {event}; "
+                             f"expected a prior over vectors of size {theta.shape[1]}")
+    (theta, x), _ = drop_nonfinite((theta.astype(np.float32), x.astype(np.float32)))
+    return theta, x
+
+
+class AbstractPosteriorEstimator(eqx.Module):
+    """Amortized posterior estimation: fit a conditional density q(theta | x) on (theta, x) pairs.
+
+    Subclasses name their method and build the density (`build`); `fit` is shared: it checks
+    the data, z-scores theta (after mapping a bounded prior's support to R^d) and x, trains
+    with `jaxhep.training.fit` on the density's own loss, and returns a `Posterior`.
+    """
+
+    batch_size: eqx.AbstractVar[int]
+    learning_rate: eqx.AbstractVar[float]
+    validation_fraction: eqx.AbstractVar[float]
+    patience: eqx.AbstractVar[int]
+    max_epochs: eqx.AbstractVar[int]
+    progress: eqx.AbstractVar[bool]
+    clip_norm: eqx.AbstractVar[float | None]
+    z_score_theta: eqx.AbstractVar[bool]
+    z_score_x: eqx.AbstractVar[bool]
+
+    @property
+    @abc.abstractmethod
+    def method(self) -> str:
+        """Short name of the method, e.g. 'npe'."""
+
+    @abc.abstractmethod
+    def build(self, key: PRNGKeyArray, theta_dim: int, x_dim: int) -> AbstractConditionalDensity:
+        """A fresh, untrained density for the given dimensions."""
+
+    def fit(self, key: PRNGKeyArray, theta: Float[Array, "n d"], x: Float[Array, "n c"], prior=None,
+            *, density: AbstractConditionalDensity | None = None) -> Posterior:
+        """Train on simulations and return the amortized posterior.
+
+        Arguments:
+            key: PRNG key.
+            theta: (num_simulations, theta_dim) parameters.
+            x: (num_simulations, x_dim) simulated data.
+            prior: the numpyro prior that generated theta (its support bounds are respected);
+                None for an unbounded problem.
+            density: an untrained density to use instead of `build` (e.g. a custom flow),
+                meeting `AbstractConditionalDensity`.
+
+        Returns:
+            A `Posterior`.
+
+        Raises:
+            ValueError: on inconsistent shapes, theta outside the prior's support, or a prior of
+                another dimension. Simulations with NaN/inf are dropped with a warning.
+        """
+        theta, x = check_training_data(theta, x, prior)
+        to_base, x_loc, x_scale = make_standardizer(theta, x, prior, z_score_theta=self.z_score_theta,
+                                                    z_score_x=self.z_score_x)
+        z = np.asarray(jax.jit(jax.vmap(to_base.transform))(theta))
+        xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
+        k_build, k_fit = jax.random.split(key)
+        if density is None:
+            density = self.build(k_build, theta.shape[1], x.shape[1])
+        elif (density.theta_dim, density.x_dim) != (theta.shape[1], x.shape[1]):
+            raise ValueError(f"density has theta_dim={density.theta_dim}, x_dim={density.x_dim}; the data have "
+                             f"{theta.shape[1]} and {x.shape[1]}")
+        trained, history = fit(
+            k_fit, density, _mean_loss, (jnp.asarray(z), jnp.asarray(xz)),
+            learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
+            max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
+            progress=self.progress, description=f"{self.method} training")
+        return Posterior(Standardized(trained, to_base, x_loc, x_scale), history, self.method)
+
+
+def _mean_loss(model: AbstractConditionalDensity, key, batch) -> Float[Array, ""]:
+    theta, x = batch
+    keys = jax.random.split(key, theta.shape[0])
+    return jnp.mean(jax.vmap(model.loss)(keys, theta, x))
+
+
+DensityBuilder = Callable[[PRNGKeyArray, int, int], AbstractConditionalDensity]

@@ -1,0 +1,77 @@
+"""Neural posterior estimation (NPE): fit q(theta | x) directly to simulations."""
+
+from __future__ import annotations
+
+from jaxtyping import PRNGKeyArray
+
+from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, maf, nsf
+from jaxhep.sbi.base import AbstractPosteriorEstimator
+
+DENSITY_ESTIMATORS = ("nsf", "nsf_autoregressive", "maf", "mdn")
+
+
+class NPE(AbstractPosteriorEstimator):
+    """Amortized neural posterior estimation with a normalizing flow or mixture density network.
+
+    Arguments:
+        density_estimator: 'nsf' (spline coupling flow), 'nsf_autoregressive', 'maf', or 'mdn'.
+        num_transforms: flow layers (ignored by 'mdn').
+        hidden_features: conditioner / network width.
+        batch_size: minibatch size.
+        learning_rate: Adam step size.
+        validation_fraction: held-out share for early stopping.
+        patience: epochs without validation improvement before stopping.
+        max_epochs: upper bound on epochs.
+        progress: show a progress bar.
+        num_bins: spline bins (NSF).
+        num_components: mixture components (MDN).
+        clip_norm: gradient clipping norm (None for none).
+        z_score_theta, z_score_x: standardise theta (in unconstrained space) and x.
+
+    Raises:
+        ValueError: for an unknown estimator name or invalid sizes.
+    """
+
+    density_estimator: str = "nsf"
+    num_transforms: int = 5
+    hidden_features: int = 50
+    batch_size: int = 200
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    patience: int = 20
+    max_epochs: int = 1000
+    progress: bool = True
+    num_bins: int = 10
+    num_components: int = 10
+    clip_norm: float | None = 5.0
+    z_score_theta: bool = True
+    z_score_x: bool = True
+
+    def __check_init__(self):
+        if self.density_estimator not in DENSITY_ESTIMATORS:
+            raise ValueError(f"unknown density_estimator {self.density_estimator!r}; expected one of "
+                             f"{DENSITY_ESTIMATORS}")
+        for name in ("num_transforms", "hidden_features", "batch_size", "patience", "max_epochs", "num_bins",
+                     "num_components"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    @property
+    def method(self) -> str:
+        return "npe"
+
+    def build(self, key: PRNGKeyArray, theta_dim: int, x_dim: int) -> AbstractConditionalDensity:
+        if self.density_estimator == "mdn":
+            return MixtureDensityNetwork(theta_dim, x_dim, self.num_components, self.hidden_features, key=key)
+        if self.density_estimator == "maf":
+            return maf(theta_dim, x_dim, num_transforms=self.num_transforms, hidden_features=self.hidden_features,
+                       key=key)
+        return nsf(theta_dim, x_dim, num_transforms=self.num_transforms, hidden_features=self.hidden_features,
+                   num_bins=self.num_bins, autoregressive=self.density_estimator == "nsf_autoregressive", key=key)
+
+
