@@ -404,7 +404,7 @@ def _lbfgs(solver, key, model, weights, record, bar, start, t0):
     terms_fn = eqx.filter_jit(lambda p: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
     s = opt.init(params)
     t_start = time.perf_counter()
-    done, best, best_p = 0, float(value_fn(params)), params
+    done, best, best_p = 0, float(eqx.filter_jit(value_fn)(params)), params
     while done < c.lbfgs_steps:
         n = min(c.chunk, c.lbfgs_steps - done)
         p_new, s_new, value = run_chunk(params, s, n)
