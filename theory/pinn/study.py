@@ -58,9 +58,10 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
     knet, ktrain = jax.random.split(key)
     with float64(config.float64):
         net = bench.make_net(knet, **(net_overrides or {}))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model, hist = solve(ktrain, bench.problem, net, config, eval_points=pts[idx], eval_values=ref[idx])
         seconds = time.perf_counter() - t0
+        cpu_seconds = time.process_time() - c0
         pred = np.asarray(bench.problem.predict(model, jnp.asarray(pts)))
         err = float(relative_l2(pred, ref))
         coeffs = {k: float(v) for k, v in bench.problem.coefficients(model).items()}
@@ -71,6 +72,7 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
         "seed": seed,
         "rel_l2": err,
         "train_seconds": seconds,
+        "train_cpu_seconds": cpu_seconds,
         "adam_steps": int(hist.step[phase == 0][-1]) if np.any(phase == 0) else 0,
         "lbfgs_iterations": int(hist.step[-1] - (hist.step[phase == 0][-1] if np.any(phase == 0) else 0))
         if np.any(phase == 1) else 0,
@@ -94,7 +96,7 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
         extra = "".join(f", {k} = {coeffs[k]:.6g} (true {v:.6g}, rel. error {result['coefficient_rel_error'][k]:.2%})"
                         for k, v in bench.truth.items())
         print(f"[pinn {name}{' ' + tag if tag else ''}] relative L2 error = {err:.3e}, training time = "
-              f"{seconds:.1f} s ({result['adam_steps']} Adam steps, {result['lbfgs_iterations']} L-BFGS "
+              f"{seconds:.1f} s wall, {cpu_seconds:.1f} s CPU ({result['adam_steps']} Adam steps, {result['lbfgs_iterations']} L-BFGS "
               f"iterations){extra}", flush=True)
     if out is not None:
         os.makedirs(out, exist_ok=True)
