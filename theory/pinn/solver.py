@@ -48,8 +48,9 @@ class TrainConfig(eqx.Module):
         lbfgs_points: fixed residual points for L-BFGS.
         lbfgs_memory: L-BFGS history size.
         chunk: steps per compiled `lax.scan` call (one progress/history entry each).
-        max_seconds: wall-time budget of the Adam phase (None: unlimited).
-        lbfgs_max_seconds: wall-time budget of the L-BFGS phase.
+        max_seconds: wall-time budget of the Adam phase (None: unlimited), counted after the first
+            (compiling) chunk.
+        lbfgs_max_seconds: wall-time budget of the L-BFGS phase, counted likewise.
         float64: train in float64 (locally, see `precision.float64`).
         progress: show a progress bar.
     """
@@ -112,6 +113,8 @@ class History(eqx.Module):
         weights: loss weights (entries, terms).
         error: relative L2 error on the monitoring points (NaN without them).
         seconds: elapsed wall time, compilation included.
+        compile_seconds: wall time of the first (compiling) chunk of each phase; the `max_seconds`
+            budgets count from the end of those chunks.
         term_names: names of the loss terms.
     """
 
@@ -122,6 +125,7 @@ class History(eqx.Module):
     weights: np.ndarray
     error: np.ndarray
     seconds: np.ndarray
+    compile_seconds: float = eqx.field(static=True)
     term_names: tuple[str, ...] = eqx.field(static=True)
 
 
@@ -340,11 +344,19 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
         return state, jax.tree_util.tree_map(lambda a: a[-1], infos)
 
     done = 0
+    compile_seconds = [0.0]
+    t_phase = None
     bar = tqdm(total=c.steps + c.lbfgs_steps, disable=not c.progress, desc=f"pinn {problem.name}")
     while done < c.steps:
         n = min(c.chunk, c.steps - done)
         keys = jax.random.split(jax.random.fold_in(kadam, done), n)
+        t_chunk = time.perf_counter()
         state, info = run_chunk(state, keys)
+        jax.block_until_ready(info.loss)
+        if t_phase is None:
+            # The first call compiles; wall-time budgets count from its end.
+            t_phase = time.perf_counter()
+            compile_seconds[0] += t_phase - t_chunk
         done += n
         if not np.isfinite(float(info.loss)):
             bar.close()
@@ -352,19 +364,20 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
         record(done, 0, info.loss, info.terms, info.weights, state.model)
         bar.update(n)
         bar.set_postfix(loss=f"{float(info.loss):.2e}", err=f"{records['error'][-1]:.2e}")
-        if c.max_seconds is not None and time.perf_counter() - t0 > c.max_seconds:
+        if c.max_seconds is not None and time.perf_counter() - t_phase > c.max_seconds:
             break
     model, weights = state.model, state.weights
 
     if c.lbfgs_steps:
-        model = _lbfgs(solver, klb, model, weights, record, bar, done, t0)
+        model = _lbfgs(solver, klb, model, weights, record, bar, done, compile_seconds)
     bar.close()
     hist = History(*(np.asarray(records[k]) for k in ("step", "phase", "loss", "terms", "weights", "error",
-                                                      "seconds")), term_names=problem.term_names)
+                                                      "seconds")), compile_seconds=compile_seconds[0],
+                   term_names=problem.term_names)
     return model, hist
 
 
-def _lbfgs(solver, key, model, weights, record, bar, start, t0):
+def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     c, prob = solver.config, solver.problem
     sampler = "lhs" if c.sampler in ("rad", "uniform") else c.sampler
     box = prob.domain
@@ -403,11 +416,16 @@ def _lbfgs(solver, key, model, weights, record, bar, start, t0):
 
     terms_fn = eqx.filter_jit(lambda p: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
     s = opt.init(params)
-    t_start = time.perf_counter()
+    t_start = None
     done, best, best_p = 0, float(eqx.filter_jit(value_fn)(params)), params
     while done < c.lbfgs_steps:
         n = min(c.chunk, c.lbfgs_steps - done)
+        t_chunk = time.perf_counter()
         p_new, s_new, value = run_chunk(params, s, n)
+        jax.block_until_ready(value)
+        if t_start is None:
+            t_start = time.perf_counter()
+            compile_seconds[0] += t_start - t_chunk
         done += n
         bar.update(n)
         value = float(value)
