@@ -89,9 +89,7 @@ def test_spline_inverse_and_derivative():
     np.testing.assert_allclose(jnp.log(g), ld, atol=1e-3)
     outside = jnp.abs(x) > 3
     np.testing.assert_array_equal(y[outside], x[outside])
-    order = jnp.argsort(x)
-    assert bool(jnp.all(jnp.diff(y[order]) >= -1e-6))  # monotone along each element is implied by dy/dx > 0
-    assert bool(jnp.all(g > 0))
+    assert bool(jnp.all(g > 0))  # strictly increasing
 
 
 def test_u1_masks_follow_the_kanwar_pattern():

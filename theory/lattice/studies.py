@@ -173,7 +173,7 @@ def run_phi4_study(
                 "wall_seconds": hmc_seconds},
         "published": {"chi2_hmc": list(PUBLISHED_PHI4_CHI2)},
     }
-    arrays = {"loss": np.asarray(hist.loss), "ess": np.asarray(hist.ess),
+    arrays = {"flow": flow, "loss": np.asarray(hist.loss), "ess": np.asarray(hist.ess),
               "m_flow": np.asarray(magnetization(phi_flow)), "m_hmc": np.asarray(magnetization(phi_hmc))[0],
               "log_weights": lw}
     return results, arrays
@@ -278,7 +278,7 @@ def run_u1_study(
                   "plaquette": u1_exact_plaquette(beta, L)},
         "published": {"chi_Q": list(PUBLISHED_U1_CHI_Q), "flow_acceptance": PUBLISHED_U1_FLOW_ACCEPTANCE},
     }
-    arrays = {"loss": np.asarray(hist.loss), "ess": np.asarray(hist.ess), "q_flow": q_flow[0], "q_hmc": q_hmc[0]}
+    arrays = {"flow": flow, "loss": np.asarray(hist.loss), "ess": np.asarray(hist.ess), "q_flow": q_flow[0], "q_hmc": q_hmc[0]}
     return results, arrays
 
 
@@ -298,15 +298,22 @@ def format_table(results: dict) -> str:
         line = f"{sampler:<8}"
         for _, k in obs:
             line += f"{r[k]['value']:>13.4f} +- {r[k]['error']:<6.4f}"
-        ess = r.get("ess_per_sample", float("nan"))
+        # flow: importance ESS of the proposals; HMC: 1 / (2 tau_int), the chain's effective fraction
+        ess = r["ess_per_sample"] if sampler == "flow" else 1 / (2 * r[tau_key]["tau_int"])
         line += f"{r['acceptance']:>9.3f}{ess:>8.3f}{r[tau_key]['tau_int']:>9.2f}+-{r[tau_key]['tau_int_error']:<5.2f}{r['wall_seconds']:>10.1f}"
         rows.append(line)
     return "\n".join(rows)
 
 
 def save_outputs(results: dict, arrays: dict, out_dir: str, name: str) -> tuple[str, str]:
-    """Write `<name>.json` and `<name>.png` (training curve and observable histories) into out_dir."""
+    """Write `<name>.json`, `<name>.png` (training curve and observable histories) and the trained flow.
+
+    The flow's parameters go to `<name>.eqx` (`eqx.tree_serialise_leaves`); reload them with
+    `eqx.tree_deserialise_leaves(path, make_phi4_flow(...) or make_u1_flow(...))` built with the same settings.
+    """
     os.makedirs(out_dir, exist_ok=True)
+    if "flow" in arrays:
+        eqx.tree_serialise_leaves(os.path.join(out_dir, f"{name}.eqx"), arrays["flow"])
     jpath = os.path.join(out_dir, f"{name}.json")
     with open(jpath, "w") as f:
         json.dump(results, f, indent=2)

@@ -47,7 +47,11 @@ def ess_per_sample(log_weights: Float[Array, " n"]) -> Float[Array, ""]:
 
 
 def reverse_kl_loss(flow: LatticeFlow, key: PRNGKeyArray, action: Callable, batch_size: int):
-    """Reverse-KL loss mean(log q(x) + S(x)), x ~ q; returns (loss, (log q, log weights))."""
+    """Reverse-KL loss mean(log q(x) + S(x)) = KL(q || p) - log Z on a batch x ~ q.
+
+    Returns:
+        (loss, log q of the batch, log importance weights -S - log q of the batch).
+    """
     x, logq = flow.sample_and_log_prob(key, batch_size)
     s = action(x)
     return jnp.mean(logq + s), logq, -s - logq
