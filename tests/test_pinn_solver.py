@@ -137,15 +137,21 @@ def test_network_embeddings(x64):
 def test_neumann_and_periodic_losses_vanish_for_exact_functions(x64):
     box = Box([0.0, 0.0], [1.0, 1.0], time_dim=1)
     u = lambda x: jnp.cos(2 * jnp.pi * x[0]) * jnp.exp(-x[1])  # noqa: E731
+    v = lambda x: x[0] ** 2  # noqa: E731 - outward derivative 0 at x = 0 and 2 at x = 1
     per = Periodic(0, derivatives=2, n=32)
-    assert float(per.loss(u, per.sample(jax.random.key(14), box, "uniform"), box)) < 1e-26
     neu = Neumann(0.0, 0, "both", n=32)
-    assert float(neu.loss(u, neu.sample(jax.random.key(15), box, "uniform"), box)) < 1e-26
-    v = lambda x: x[0] ** 2  # noqa: E731 - outward derivative -0 at x=0 and +2 at x=1
-    wrong = float(neu.loss(v, neu.sample(jax.random.key(16), box, "uniform"), box))
-    np.testing.assert_allclose(wrong, 2.0, rtol=1e-12)  # half the points see error 2^2, half 0
     ic = Initial(lambda x: jnp.cos(2 * jnp.pi * x[0]), 1, n=32)
-    assert float(ic.loss(u, ic.sample(jax.random.key(17), box, "lhs"), box)) < 1e-26
+
+    @jax.jit
+    def losses(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        pn = neu.sample(k2, box, "uniform")
+        return (per.loss(u, per.sample(k1, box, "uniform"), box), neu.loss(u, pn, box), neu.loss(v, pn, box),
+                ic.loss(u, ic.sample(k3, box, "lhs"), box))
+
+    lp, ln, wrong, li = losses(jax.random.key(14))
+    assert float(lp) < 1e-26 and float(ln) < 1e-26 and float(li) < 1e-26
+    np.testing.assert_allclose(float(wrong), 2.0, rtol=1e-12)  # half the points see error 2^2, half 0
 
 
 def test_errors_name_the_problem():
