@@ -187,3 +187,24 @@ def test_ess_per_sample_limits():
     np.testing.assert_allclose(ess_per_sample(jnp.zeros(100)), 1.0, rtol=1e-6)
     lw = jnp.array([0.0] + [-1e3] * 99)
     np.testing.assert_allclose(ess_per_sample(lw), 0.01, rtol=1e-5)
+
+
+def test_forward_kl_term_from_samples_respects_gibbs_inequality():
+    # cross-entropy -E_p[log q] >= entropy H(p), with H of the Gaussian exp(-phi^T A phi) in closed form
+    L, m2 = 2, 1.0
+    action = Phi4Action(L, m2, 0.0)
+    data = _free_field_samples(jax.random.key(13), 4096, L, m2)
+    test = _free_field_samples(jax.random.key(14), 20000, L, m2)
+    flow = make_phi4_flow(L, 2, "affine", hidden_channels=(4,), key=jax.random.key(15))
+    before = -float(flow.log_prob(test).mean())
+    flow, _ = train_reverse_kl(
+        jax.random.key(16), flow, action, steps=60, batch_size=64, learning_rate=3e-3, data=data, chunk=60, progress=False
+    )
+    ce = -np.asarray(flow.log_prob(test))
+    A = np.asarray(jax.hessian(lambda f: action(f.reshape(L, L)))(jnp.zeros(L * L))) / 2
+    cov = np.linalg.inv(2 * A)
+    entropy = 0.5 * L * L * math.log(2 * math.pi * math.e) + 0.5 * np.linalg.slogdet(cov)[1]
+    assert ce.mean() > entropy - 4 * ce.std() / math.sqrt(ce.size)
+    assert ce.mean() < before  # the data term pulled q towards p
+    with pytest.raises(ValueError, match="data must have shape"):
+        train_reverse_kl(jax.random.key(0), flow, action, steps=1, data=jnp.zeros((10, 3, 3)), progress=False)
