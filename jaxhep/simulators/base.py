@@ -69,6 +69,31 @@ def _simulate(task: "AbstractTask", key: PRNGKeyArray, n: int):
     return theta, task.simulator(key_sim, theta)
 
 
+# Compiled once per task and shape (and inlined under an outer jit or vmap): cheaper than
+# dispatching the vmapped operations one by one.
+@eqx.filter_jit
+def _simulate_one_jit(task: "AbstractTask", key, theta):
+    return task._simulate_one(key, theta).astype(jnp.float32)
+
+
+@eqx.filter_jit
+def _simulate_batch_jit(task: "AbstractTask", key, theta):
+    keys = jax.random.split(key, theta.shape[0])
+    return jax.vmap(task._simulate_one)(keys, theta).astype(jnp.float32)
+
+
+@eqx.filter_jit
+def _batched_log_likelihood(task: "AbstractTask", theta, x):
+    return jax.vmap(task._log_likelihood_one)(theta, x)
+
+
+@eqx.filter_jit
+def _observation(task: "AbstractTask", key):
+    key_prior, key_sim = jax.random.split(key)
+    theta = task.prior.sample(key_prior).astype(jnp.float32)
+    return theta, task._simulate_one(key_sim, theta).astype(jnp.float32)
+
+
 class AbstractTask(eqx.Module):
     """A simulation-based inference benchmark task: prior, simulator, likelihood, reference posterior.
 
@@ -123,14 +148,13 @@ class AbstractTask(eqx.Module):
         """
         theta = check_theta(theta, self.theta_dim)
         if theta.ndim == 1:
-            return self._simulate_one(key, theta).astype(jnp.float32)
+            return _simulate_one_jit(self, key, theta)
         if theta.ndim != 2:
             raise ValueError(
                 f"theta must have shape ({self.theta_dim},) or (n, {self.theta_dim}), "
                 f"got shape {tuple(theta.shape)}"
             )
-        keys = jax.random.split(key, theta.shape[0])
-        return jax.vmap(self._simulate_one)(keys, theta).astype(jnp.float32)
+        return _simulate_batch_jit(self, key, theta)
 
     def simulate(self, key: PRNGKeyArray, n: int) -> tuple[Float[Array, "n d"], Float[Array, "n m"]]:
         """Draw `n` pairs (theta, x) from the joint: theta from the prior, x from the simulator.
@@ -167,7 +191,7 @@ class AbstractTask(eqx.Module):
         batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
         theta = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
         x = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
-        return jax.vmap(self._log_likelihood_one)(theta, x).reshape(batch)
+        return _batched_log_likelihood(self, theta, x).reshape(batch)
 
     def log_posterior_unnormalised(self, theta: Float[Array, "*b d"], x_obs: Float[Array, " m"]) -> Float[Array, "*b"]:
         """log p(x_obs | theta) + log p(theta), vectorised over leading axes of theta.
@@ -201,9 +225,7 @@ class AbstractTask(eqx.Module):
         Raises:
             ValueError: for an index outside 1..num_observations.
         """
-        key_prior, key_sim = jax.random.split(self._observation_key(i))
-        theta = self.prior.sample(key_prior).astype(jnp.float32)
-        return theta, self.simulator(key_sim, theta)
+        return _observation(self, self._observation_key(i))
 
 
 def rejection_sample(key: PRNGKeyArray, propose, accept, args, num_samples: int, dim: int, *, max_rounds: int = 1000):

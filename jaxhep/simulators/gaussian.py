@@ -58,9 +58,9 @@ class GaussianLinear(AbstractTask):
 
     @property
     def prior(self):
-        return dist.MultivariateNormal(
-            jnp.zeros(self.theta_dim), covariance_matrix=self.prior_var * jnp.eye(self.theta_dim)
-        )
+        # N(0, 0.1 I) as independent normals: the same distribution as sbibm's multivariate
+        # normal, without a Cholesky factorisation in every traced sample or log_prob.
+        return dist.Normal(jnp.zeros(self.theta_dim), math.sqrt(self.prior_var)).to_event(1)
 
     def _simulate_one(self, key, theta):
         return theta + math.sqrt(self.noise_var) * jax.random.normal(key, (self.x_dim,))
