@@ -329,6 +329,3 @@ def in_box(theta: Array, low: float, high: float) -> Array:
     """Whether every coordinate of each row lies inside [low, high]."""
     return jnp.all((theta >= low) & (theta <= high), axis=-1)
 
-
-def _std_normal_logpdf(z):
-    return -0.5 * z**2 - 0.5 * math.log(2 * math.pi)

@@ -113,11 +113,6 @@ def _check_one_x(x_obs, x_dim):
     return x_obs
 
 
-def _propose_normal(key, n, args):
-    x_obs, std, _ = args
-    return x_obs + std * jax.random.normal(key, (n, x_obs.shape[-1]))
-
-
 def _propose_trunc_normal(key, n, args):
     x_obs, std, bound, use_uniform = args
     kn, ku = jax.random.split(key)
