@@ -127,6 +127,7 @@ def test_u1_flow_gauge_equivariance_and_invariant_density(u1_flow):
     np.testing.assert_allclose(u1_flow.log_prob(jnp.roll(x, 4, axis=-1)), lq[0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_flow_density_integrates_to_one():
     # on a 2x2 lattice the density of a strongly non-trivial affine flow integrates to one
     flow = _perturb(make_phi4_flow(2, 2, "affine", hidden_channels=(3,), key=jax.random.key(8)), jax.random.key(9), 0.5)

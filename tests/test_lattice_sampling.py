@@ -109,6 +109,7 @@ def test_hmc_reproduces_free_field_two_point_function():
     assert np.all(err < 0.1 * np.abs(exact).max())  # the check has power
 
 
+@pytest.mark.slow
 def test_hmc_u1_plaquette_and_charge_match_exact_solution():
     L, beta, chains, steps = 4, 2.0, 32, 300
     kernel = HMC(U1Action(L, beta), step_size=0.15, n_leapfrog=8)
@@ -189,6 +190,7 @@ def test_ess_per_sample_limits():
     np.testing.assert_allclose(ess_per_sample(lw), 0.01, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_forward_kl_term_from_samples_respects_gibbs_inequality():
     # cross-entropy -E_p[log q] >= entropy H(p), with H of the Gaussian exp(-phi^T A phi) in closed form
     L, m2 = 2, 1.0
