@@ -9,3 +9,9 @@ __all__ = [
     "AbstractConditionalDensity", "Flow", "MixtureDensityNetwork", "Standardized", "check_finite",
     "check_last_dim", "maf", "make_standardizer", "nsf",
 ]
+
+from jaxhep.densities.flow_matching import FlowMatching  # noqa: E402
+from jaxhep.densities.ode import AbstractODEDensity, TimeConditionedMLP, time_features  # noqa: E402
+from jaxhep.densities.score import SDES, ScoreDiffusion  # noqa: E402
+
+__all__ += ["AbstractODEDensity", "FlowMatching", "SDES", "ScoreDiffusion", "TimeConditionedMLP", "time_features"]

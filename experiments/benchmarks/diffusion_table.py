@@ -1,0 +1,161 @@
+"""Accuracy/cost table: NPE, NPSE and FMPE (ours) and PyTorch sbi's FMPE/NPSE on the same simulations.
+
+For each task: 10^4 simulations (fixed seed) are saved to disk, each method trains on them and
+draws 10^4 posterior samples for each chosen observation; C2ST (jaxhep.diagnostics.c2st) is
+taken against the task's reference posterior. Recorded: C2ST per observation, training wall
+time (compilation included), time for 10^4 samples after compilation, time for log_prob of
+100 points after compilation. The PyTorch `sbi` side runs in the interpreter given by
+--sbi-python (a separate venv with torch + sbi) on the same saved arrays.
+
+    nice -n 10 python experiments/benchmarks/diffusion_table.py \
+        --tasks two_moons gaussian_linear --methods npe npse fmpe --observations 1 \
+        --out experiments/results/benchmarks/diffusion_table.json
+
+Timings on a shared machine are inflated by other load; the JSON records the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture", "slcp", "bernoulli_glm")
+METHODS = ("npe", "npse", "npse_vp", "fmpe")
+
+SBI_SCRIPT = r"""
+import json, sys, time
+import numpy as np, torch
+from sbi.inference import FMPE, NPSE
+from sbi.utils import BoxUniform
+torch.set_num_threads(2)
+d = np.load(sys.argv[1])
+theta, x, xo = (torch.tensor(d[k], dtype=torch.float32) for k in ("theta", "x", "x_obs"))
+out = {}
+for name in sys.argv[3].split(","):
+    torch.manual_seed(0)
+    inf = FMPE() if name == "sbi_fmpe" else NPSE(sde_type="ve")
+    t0 = time.perf_counter()
+    est = inf.append_simulations(theta, x).train(show_train_summary=False)
+    train_s = time.perf_counter() - t0
+    post = inf.build_posterior(est)
+    samples, sample_s = [], []
+    for i in range(xo.shape[0]):
+        t0 = time.perf_counter()
+        s = post.sample((10000,), x=xo[i], show_progress_bars=False)
+        sample_s.append(time.perf_counter() - t0)
+        samples.append(s.numpy())
+    np.save(sys.argv[2] + "_" + name + ".npy", np.stack(samples))
+    out[name] = {"train_s": train_s, "sample_s": sample_s, "epochs": int(inf._summary["epochs_trained"][-1])}
+print(json.dumps(out))
+"""
+
+
+def build(method: str, max_epochs: int | None):
+    from jaxhep.sbi import FMPE, NPE, NPSE
+
+    kw = {"progress": False}
+    if max_epochs is not None:
+        kw["max_epochs"] = max_epochs
+    return {"npe": lambda: NPE(**kw), "npse": lambda: NPSE(sde="ve", **kw), "npse_vp": lambda: NPSE(sde="vp", **kw),
+            "fmpe": lambda: FMPE(**kw)}[method]()
+
+
+def main(argv=None):
+    from jaxhep.diagnostics import c2st
+    from jaxhep.simulators import get_task
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--num-simulations", type=int, default=10_000)
+    p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own)")
+    p.add_argument("--sbi-python", default=os.path.join(os.path.dirname(__file__), "..", "..", ".venv-bench",
+                                                        "bin", "python"))
+    p.add_argument("--sbi-methods", nargs="*", default=["sbi_fmpe", "sbi_npse"])
+    p.add_argument("--out", default="experiments/results/benchmarks/diffusion_table.json")
+    args = p.parse_args(argv)
+
+    results = {"config": vars(args), "loadavg_start": os.getloadavg(), "rows": []}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+
+    def save():
+        results["loadavg_end"] = os.getloadavg()
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+    for task_name in args.tasks:
+        task = get_task(task_name)
+        theta, x = task.simulate(jax.random.key(0), args.num_simulations)
+        theta, x = np.asarray(theta), np.asarray(x)
+        obs = [np.asarray(task.get_observation(i)[1]) for i in args.observations]
+        refs = [np.asarray(task.reference_posterior(jax.random.key(100 + i), xo, 10_000))
+                for i, xo in zip(args.observations, obs)]
+
+        def record(method, train_s, epochs, samples, sample_s, logprob_s=None):
+            scores = [float(c2st(jax.random.key(7), s, r)) for s, r in zip(samples, refs)]
+            row = {"task": task_name, "method": method, "c2st": scores, "c2st_mean": float(np.mean(scores)),
+                   "train_s": train_s, "epochs": epochs, "sample_10k_s": sample_s, "log_prob_100_s": logprob_s}
+            print(json.dumps(row), flush=True)
+            results["rows"].append(row)
+            save()
+
+        for method in args.methods:
+            est = build(method, args.max_epochs)
+            t0 = time.perf_counter()
+            post = est.fit(jax.random.key(1), theta, x, prior=task.prior)
+            train_s = time.perf_counter() - t0
+            sample = jax.jit(lambda k, xo: post.sample(k, xo, (10_000,)))
+            logp = jax.jit(lambda th, xo: post.log_prob(th, xo))
+            samples, sample_s, logprob_s = [], [], []
+            for i, xo in enumerate(obs):
+                sample(jax.random.key(2), xo).block_until_ready()  # compile
+                t0 = time.perf_counter()
+                s = np.asarray(sample(jax.random.key(3 + i), xo).block_until_ready())
+                sample_s.append(time.perf_counter() - t0)
+                samples.append(s)
+                if method != "npe" or i == 0:
+                    logp(s[:100], xo).block_until_ready()
+                    t0 = time.perf_counter()
+                    lp = logp(s[100:200], xo).block_until_ready()
+                    logprob_s.append(time.perf_counter() - t0)
+                    if not np.all(np.isfinite(np.asarray(lp))):
+                        print(f"warning: non-finite log_prob for {method} on {task_name}", flush=True)
+            record(method, train_s, post.history.epochs, samples, sample_s, logprob_s)
+
+        if args.sbi_methods:
+            if not os.path.exists(args.sbi_python):
+                results.setdefault("not_run", []).append(f"sbi peers on {task_name}: {args.sbi_python} missing")
+                save()
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                data = os.path.join(tmp, "data.npz")
+                np.savez(data, theta=theta, x=x, x_obs=np.stack(obs))
+                script = os.path.join(tmp, "run_sbi.py")
+                with open(script, "w") as f:
+                    f.write(SBI_SCRIPT)
+                # Run outside the repository so that `import sbi` finds PyTorch sbi, not our sbi/ folder.
+                proc = subprocess.run([args.sbi_python, script, data, os.path.join(tmp, "s"),
+                                       ",".join(args.sbi_methods)], cwd=tmp, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    results.setdefault("not_run", []).append(
+                        f"sbi peers on {task_name} failed: {proc.stderr[-2000:]}")
+                    save()
+                    continue
+                info = json.loads(proc.stdout.strip().splitlines()[-1])
+                for name, v in info.items():
+                    samples = list(np.load(os.path.join(tmp, f"s_{name}.npy")))
+                    record(name, v["train_s"], v["epochs"], samples, v["sample_s"])
+    save()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
