@@ -297,6 +297,7 @@ def main(argv=None) -> dict:
                               "sample_vs_jit": s["sample_s"] / j["sample_jit_s"]}
         results["load_average_end"] = load_average()
         out_file.write_text(json.dumps(_jsonable(results), indent=2))  # after every task, so partial runs survive
+    print()  # sbi ends its convergence message without a newline
     print_table(results)
     print(f"wrote {out_file}")
     return results
