@@ -1,0 +1,115 @@
+"""Densities: normalisation, sampling consistent with log_prob, broadcasting, support handling."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhep.bijections import Affine, BoxToReal, Chain, Invert
+from jaxhep.densities import MixtureDensityNetwork, Standardized, maf, nsf
+
+X_DIM = 2
+
+
+def _perturb(module, key, scale=0.1):
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
+    return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
+
+
+def _densities():
+    k = jax.random.split(jax.random.key(0), 6)
+    return {
+        "nsf": _perturb(nsf(2, X_DIM, num_transforms=3, hidden_features=16, num_bins=6, key=k[0]), k[1], 0.2),
+        "nsf_autoregressive": _perturb(nsf(2, X_DIM, num_transforms=2, hidden_features=16, num_bins=6,
+                                           autoregressive=True, key=k[2]), k[3], 0.2),
+        "maf": _perturb(maf(2, X_DIM, num_transforms=3, hidden_features=16, key=k[4]), k[5], 0.1),
+        "mdn": MixtureDensityNetwork(2, X_DIM, num_components=3, hidden_features=16, key=k[1]),
+    }
+
+
+DENSITIES = _densities()
+GRID = np.linspace(-8, 8, 321)
+
+
+@pytest.mark.parametrize("name", sorted(DENSITIES))
+def test_density_integrates_to_one(name):
+    q = DENSITIES[name]
+    x = jnp.array([0.4, -1.2])
+    t1, t2 = np.meshgrid(GRID, GRID, indexing="ij")
+    pts = jnp.asarray(np.stack([t1.ravel(), t2.ravel()], axis=1))
+    p = np.exp(np.asarray(jax.jit(lambda t, c: q.log_prob(t, c))(pts, x)))
+    total = p.sum() * (GRID[1] - GRID[0]) ** 2
+    assert abs(total - 1.0) < 5e-3
+
+
+@pytest.mark.parametrize("name", sorted(DENSITIES))
+def test_samples_follow_log_prob(name):
+    """Sample means and the mean of log q over samples match grid integrals against q itself."""
+    q = DENSITIES[name]
+    x = jnp.array([0.4, -1.2])
+    t1, t2 = np.meshgrid(GRID, GRID, indexing="ij")
+    pts = jnp.asarray(np.stack([t1.ravel(), t2.ravel()], axis=1))
+    logp = np.asarray(jax.jit(lambda t, c: q.log_prob(t, c))(pts, x))
+    w = np.exp(logp) * (GRID[1] - GRID[0]) ** 2
+    mean_grid = (w[:, None] * np.asarray(pts)).sum(0)
+    ent_grid = (w * logp).sum()
+    n = 20_000
+    s = jax.jit(lambda k: q.sample(k, x, (n,)))(jax.random.key(1))
+    lp_s = q.log_prob(s, x)
+    sd = np.asarray(s).std(0)
+    # 5-sigma Monte Carlo tolerances.
+    diff = np.abs(np.asarray(s).mean(0) - mean_grid)
+    assert np.all(diff < 5 * sd / np.sqrt(n) + 1e-3), (diff, sd)
+    assert abs(float(lp_s.mean()) - ent_grid) < 5 * float(lp_s.std()) / np.sqrt(n) + 5e-3
+
+
+def test_batching_broadcasts_like_single_calls():
+    q = DENSITIES["nsf"]
+    theta = jax.random.normal(jax.random.key(2), (4, 3, 2))
+    x = jax.random.normal(jax.random.key(3), (3, X_DIM))
+    lp = q.log_prob(theta, x)
+    assert lp.shape == (4, 3)
+    np.testing.assert_allclose(lp[2, 1], q._log_prob(theta[2, 1], x[1]), rtol=1e-5)
+    s = q.sample(jax.random.key(4), x, (5, 6))
+    assert s.shape == (5, 6, 3, 2)
+    assert q.sample(jax.random.key(4), x[0]).shape == (2,)
+
+
+def test_flow_sample_and_log_prob_agree():
+    q = DENSITIES["nsf"]
+    x = jnp.array([1.0, 0.5])
+    theta, lp = q.sample_and_log_prob(jax.random.key(5), x)
+    np.testing.assert_allclose(lp, q._log_prob(theta, x), atol=1e-4)
+
+
+def test_wrong_dimensions_and_nonfinite_x_raise():
+    q = DENSITIES["maf"]
+    with pytest.raises(ValueError, match=r"theta must have shape \(\.\.\., 2\)"):
+        q.log_prob(jnp.zeros((5, 3)), jnp.zeros(2))
+    with pytest.raises(ValueError, match="x must have shape"):
+        q.sample(jax.random.key(0), jnp.zeros(3), (2,))
+    with pytest.raises(ValueError, match="finite"):
+        q.sample(jax.random.key(0), jnp.array([0.0, jnp.nan]), (2,))
+
+
+def test_standardized_respects_box_support_and_normalises():
+    """A density wrapped with a box support map puts all mass inside the box, integrates to one
+    there, and gives -inf outside."""
+    low, high = jnp.array([-1.0, 0.0]), jnp.array([2.0, 0.5])
+    to_base = Chain([BoxToReal(low, high), Invert(Affine(jnp.array([0.2, -0.1]), jnp.array([1.5, 0.8])))])
+    q = Standardized(DENSITIES["mdn"], to_base, jnp.array([1.0, -1.0]), jnp.array([2.0, 0.5]))
+    x = jnp.array([0.3, 0.1])
+    s = q.sample(jax.random.key(6), x, (20_000,))
+    assert bool(jnp.all((s >= low) & (s <= high)))
+    g1 = np.linspace(-1, 2, 601)[1:-1]
+    g2 = np.linspace(0, 0.5, 401)[1:-1]
+    t1, t2 = np.meshgrid(g1, g2, indexing="ij")
+    pts = jnp.asarray(np.stack([t1.ravel(), t2.ravel()], axis=1))
+    total = float(jnp.exp(jax.jit(lambda t, c: q.log_prob(t, c))(pts, x)).sum()) * (g1[1] - g1[0]) * (g2[1] - g2[0])
+    assert abs(total - 1.0) < 1e-2
+    assert float(q.log_prob(jnp.array([2.5, 0.2]), x)) == -np.inf
+    assert float(q.log_prob(jnp.array([0.5, -0.1]), x)) == -np.inf

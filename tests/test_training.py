@@ -1,0 +1,87 @@
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhep.nn import MLP
+from jaxhep.training import drop_nonfinite, fit
+
+
+def _linear_problem(n=2000, noise=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    w_true = np.array([[1.5, -2.0, 0.5]], dtype=np.float32)
+    y = x @ w_true.T + 0.7 + noise * rng.normal(size=(n, 1)).astype(np.float32)
+    return x, y, w_true
+
+
+def _mse(model, key, batch):
+    x, y = batch
+    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+
+def test_fit_recovers_least_squares_solution():
+    x, y, _ = _linear_problem()
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    trained, hist = fit(jax.random.key(1), model, _mse, (x, y), learning_rate=3e-2, batch_size=100,
+                        max_epochs=150, patience=150, progress=False)
+    design = np.hstack([x, np.ones((len(x), 1))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    # The optimum over the 90% training split differs from the full-data one by O(noise/sqrt(n)).
+    np.testing.assert_allclose(np.asarray(trained.layers[0].weight).ravel(), coef[:3, 0], atol=0.02)
+    np.testing.assert_allclose(np.asarray(trained.layers[0].bias), coef[3], atol=0.02)
+    assert hist.epochs == len(hist.train_loss) == len(hist.val_loss)
+    assert hist.val_loss[-1] < 0.02  # noise variance is 0.01
+
+
+def test_early_stopping_restores_best_state():
+    x, y, _ = _linear_problem(n=400, noise=1.0)
+    model = MLP(3, 1, width=64, depth=2, key=jax.random.key(2))
+    trained, hist = fit(jax.random.key(3), model, _mse, (x, y), learning_rate=1e-2, batch_size=20,
+                        max_epochs=400, patience=5, validation_fraction=0.25, progress=False)
+    assert hist.stopped_early and hist.epochs < 400
+    assert hist.best_epoch == int(np.argmin(hist.val_loss))
+    assert hist.epochs == hist.best_epoch + 1 + 5
+    # The returned model is the best one: its validation loss is the minimum of the history.
+    from jaxhep.training import split_train_val
+    k_split = jax.random.split(jax.random.key(3), 3)[0]
+    _, val = split_train_val(k_split, (jnp.asarray(x), jnp.asarray(y)), 0.25)
+    np.testing.assert_allclose(float(_mse(trained, None, val)), float(np.min(hist.val_loss)), rtol=1e-5)
+
+
+def test_nonfinite_rows_are_dropped_with_a_count_and_inputs_untouched():
+    x, y, _ = _linear_problem(n=100)
+    x[3, 1] = np.nan
+    y[7, 0] = np.inf
+    x_copy, y_copy = x.copy(), y.copy()
+    with pytest.warns(UserWarning, match="dropped 2 of 100"):
+        (xc, yc), dropped = drop_nonfinite((x, y))
+    assert dropped == 2 and xc.shape == (98, 3)
+    np.testing.assert_array_equal(x, x_copy)
+    np.testing.assert_array_equal(y, y_copy)
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    with pytest.warns(UserWarning, match="dropped 2"):
+        fit(jax.random.key(0), model, _mse, (x, y), max_epochs=2, progress=False)
+
+
+def test_bad_inputs_raise():
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="leading"):
+        fit(jax.random.key(0), model, _mse, (np.zeros((10, 3)), np.zeros((9, 1))), progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(jax.random.key(0), model, _mse, (np.zeros((10, 3)), np.zeros((10, 1))), batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        fit(jax.random.key(0), model, _mse, (np.zeros((10, 3)), np.zeros((10, 1))), validation_fraction=1.0,
+            progress=False)
+
+
+def test_no_validation_trains_all_epochs():
+    x, y, _ = _linear_problem(n=200)
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, hist = fit(jax.random.key(0), model, _mse, (x, y), validation_fraction=0.0, max_epochs=7, progress=False)
+    assert hist.epochs == 7 and hist.val_loss.size == 0 and not hist.stopped_early
+
