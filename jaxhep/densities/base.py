@@ -100,10 +100,7 @@ class AbstractConditionalDensity(eqx.Module):
         """
         theta = check_last_dim(theta, self.theta_dim, "theta")
         x = check_last_dim(x, self.x_dim, "x")
-        batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
-        theta = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
-        x = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
-        return jax.vmap(self._log_prob)(theta, x).reshape(batch)
+        return _log_prob_entry(self, theta, x)
 
     def sample(self, key: PRNGKeyArray, x: Float[Array, "*b c"], sample_shape: tuple[int, ...] = ()) -> Float[Array, "*s *b d"]:
         """Draw samples of theta given x.
@@ -122,10 +119,27 @@ class AbstractConditionalDensity(eqx.Module):
         x = check_last_dim(x, self.x_dim, "x")
         x = check_finite(x, "x")
         sample_shape = tuple(int(s) for s in np.atleast_1d(sample_shape)) if sample_shape != () else ()
-        n = math.prod(sample_shape)
-        batch = x.shape[:-1]
-        flat = x.reshape(-1, self.x_dim)
-        keys = jax.random.split(key, flat.shape[0])
-        draws = jax.vmap(self._sample_n, in_axes=(0, 0, None))(keys, flat, n)  # (B, n, d)
-        draws = jnp.swapaxes(draws, 0, 1)
-        return draws.reshape(sample_shape + batch + (self.theta_dim,))
+        if any(s < 0 for s in sample_shape):
+            raise ValueError(f"sample_shape must hold non-negative sizes, got {sample_shape}")
+        return _sample_entry(self, key, x, sample_shape)
+
+
+# The public methods are the jit entry points (building blocks stay un-jitted): calls from
+# Python compile once per model structure and shape; inside a user's jit or vmap they inline.
+@eqx.filter_jit
+def _log_prob_entry(model: AbstractConditionalDensity, theta, x):
+    batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
+    theta = jnp.broadcast_to(theta, batch + (model.theta_dim,)).reshape(-1, model.theta_dim)
+    x = jnp.broadcast_to(x, batch + (model.x_dim,)).reshape(-1, model.x_dim)
+    return jax.vmap(model._log_prob)(theta, x).reshape(batch)
+
+
+@eqx.filter_jit
+def _sample_entry(model: AbstractConditionalDensity, key, x, sample_shape: tuple[int, ...]):
+    n = math.prod(sample_shape)
+    batch = x.shape[:-1]
+    flat = x.reshape(-1, model.x_dim)
+    keys = jax.random.split(key, flat.shape[0])
+    draws = jax.vmap(model._sample_n, in_axes=(0, 0, None))(keys, flat, n)  # (B, n, d)
+    draws = jnp.swapaxes(draws, 0, 1)
+    return draws.reshape(sample_shape + batch + (model.theta_dim,))
