@@ -33,8 +33,9 @@ class NPSE(AbstractPosteriorEstimator):
     samples and exact log-densities come from the probability-flow ODE. The defaults were
     chosen for accuracy per CPU second at about 10^4 simulations (see
     experiments/benchmarks/diffusion_table.py): a 3-layer SiLU MLP of width 128, batches of
-    256 at a learning rate of 1e-3, up to 1000 epochs with patience 50 (the validation loss of
-    a diffusion model is noisy and keeps improving slowly).
+    256 at a learning rate of 5e-4, up to 1000 epochs with patience 100 (the validation loss of
+    a diffusion model is noisy and keeps improving slowly; early stopping after 50 epochs at a
+    learning rate of 1e-3 left FMPE at C2ST 0.79 on two_moons, 1000 epochs reached 0.55).
 
     Arguments:
         sde: 've' or 'vp'.
@@ -60,9 +61,9 @@ class NPSE(AbstractPosteriorEstimator):
     rtol: float = 1e-3
     atol: float = 1e-4
     batch_size: int = 256
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     validation_fraction: float = 0.1
-    patience: int = 50
+    patience: int = 100
     max_epochs: int = 1000
     progress: bool = True
     clip_norm: float | None = 5.0

@@ -139,6 +139,7 @@ def test_hutchinson_exact_for_diagonal_jacobian_and_unbiased_otherwise():
     assert abs(float(jnp.mean(est) - exact)) < 5 * se + 1e-4
 
 
+@pytest.mark.slow
 def test_reverse_sde_sampler_vp():
     m = exact_score_model("vp")
     mean, cov = data_end_gaussian(m)

@@ -53,7 +53,11 @@ for name in sys.argv[3].split(","):
         sample_s.append(time.perf_counter() - t0)
         samples.append(s.numpy())
     np.save(sys.argv[2] + "_" + name + ".npy", np.stack(samples))
-    out[name] = {"train_s": train_s, "sample_s": sample_s, "epochs": int(inf._summary["epochs_trained"][-1])}
+    try:
+        epochs = int(inf._summary["epochs_trained"][-1])
+    except Exception:
+        epochs = None
+    out[name] = {"train_s": train_s, "sample_s": sample_s, "epochs": epochs}
 print(json.dumps(out))
 """
 
@@ -74,7 +78,7 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=list(METHODS))
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own)")

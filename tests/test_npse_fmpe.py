@@ -1,0 +1,112 @@
+"""NPSE and FMPE: the fit contract and error behaviour of NPE, and proper densities after training.
+
+Trainings here are a few epochs on small data (accuracy is measured in
+experiments/benchmarks/diffusion_table.py); the mathematical checks hold for any network:
+the learned density integrates to one, it is -inf outside a bounded prior's support, and
+samples respect that support.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+from jaxhep.densities import FlowMatching, ScoreDiffusion
+from jaxhep.sbi import FMPE, NPSE, Posterior, sample_iid
+
+SMALL = dict(hidden_features=16, num_layers=2, batch_size=64, max_epochs=3, progress=False)
+
+
+def gaussian_1d(n=400):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    theta = jax.random.normal(k1, (n, 1))
+    x = theta + 0.5 * jax.random.normal(k2, (n, 1))
+    return theta, x
+
+
+@pytest.mark.parametrize("make", [pytest.param(lambda: NPSE(sde="ve", **SMALL), marks=pytest.mark.slow),
+                                  lambda: FMPE(**SMALL)], ids=["npse_ve", "fmpe"])
+def test_trained_density_integrates_to_one(make):
+    theta, x = gaussian_1d()
+    theta_in, x_in = np.array(theta), np.array(x)
+    post = make().fit(jax.random.key(1), theta, x)
+    assert isinstance(post, Posterior)
+    assert isinstance(post.estimator.base, (ScoreDiffusion, FlowMatching))
+    # Inputs are not modified.
+    np.testing.assert_array_equal(np.asarray(theta), theta_in)
+    np.testing.assert_array_equal(np.asarray(x), x_in)
+    assert post.history.epochs == 3 and np.all(np.isfinite(post.history.train_loss))
+    xo = jnp.array([0.3])
+    # The change of variables makes any velocity field a normalised density; after three epochs
+    # the model is still about as wide as its noise, so the grid (in the standardised space,
+    # trapezoid rule) spans six noise scales.
+    base = post.estimator.base
+    half = 6.0 * base.noise_scale
+    grid = jnp.linspace(-half, half, 241)[:, None]
+    dens = jnp.exp(jax.jit(lambda g: base.log_prob(g, post.estimator.standardize_x(xo)))(grid))
+    assert abs(float(jnp.trapezoid(dens, grid[:, 0])) - 1.0) < 0.02
+    s = post.sample(jax.random.key(2), xo, (50,))
+    assert s.shape == (50, 1) and np.all(np.isfinite(np.asarray(s)))
+
+
+def test_bounded_prior_support_and_batched_observations():
+    prior = dist.Independent(dist.Uniform(-jnp.ones(2), jnp.ones(2)), 1)
+    k1, k2 = jax.random.split(jax.random.key(3))
+    theta = prior.sample(k1, (300,))
+    x = theta + 0.1 * jax.random.normal(k2, theta.shape)
+    post = FMPE(**SMALL).fit(jax.random.key(4), theta, x, prior=prior)
+    xs = jnp.array([[0.2, -0.3], [0.5, 0.5], [-0.9, 0.1]])
+    s = post.sample(jax.random.key(5), xs, (200,))
+    assert s.shape == (200, 3, 2)
+    assert np.all(np.abs(np.asarray(s)) < 1.0)
+    lp = post.log_prob(jnp.array([[0.0, 0.0], [1.5, 0.0]]), xs[0])
+    assert np.isfinite(float(lp[0])) and float(lp[1]) == -np.inf
+
+
+def test_npse_records_prior_moments_for_iid_sampling():
+    theta, x = gaussian_1d()
+    post = NPSE(sde="vp", **SMALL).fit(jax.random.key(6), theta, x)
+    base = post.estimator.base
+    # theta is z-scored with its own moments, so in the standardised space they are 0 and 1.
+    np.testing.assert_allclose(base.prior_loc, 0.0, atol=1e-5)
+    n = theta.shape[0]  # unbiased covariance of data z-scored with the biased standard deviation
+    np.testing.assert_allclose(base.prior_cov, [[n / (n - 1)]], rtol=1e-4)
+    s = sample_iid(jax.random.key(7), post, jnp.array([[0.1], [0.3]]), 20, num_cov_samples=50)
+    assert s.shape == (20, 1) and np.all(np.isfinite(np.asarray(s)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sde="sub-vp"), "unknown sde"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(hidden_features=2.5), "hidden_features"),
+    (dict(learning_rate=-1.0), "learning_rate"),
+    (dict(validation_fraction=1.0), "validation_fraction"),
+    (dict(rtol=0.0), "rtol"),
+])
+def test_npse_invalid_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NPSE(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sigma_min=1.0), "sigma_min"), (dict(time_power=-2.0), "time_power"), (dict(max_epochs=0), "max_epochs"),
+])
+def test_fmpe_invalid_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FMPE(**kwargs)
+
+
+@pytest.mark.parametrize("est", [NPSE(**SMALL), FMPE(**SMALL)], ids=["npse", "fmpe"])
+def test_fit_rejects_bad_data_like_npe(est):
+    theta, x = gaussian_1d(50)
+    with pytest.raises(ValueError, match="same number of rows"):
+        est.fit(jax.random.key(0), theta, x[:40])
+    with pytest.raises(ValueError, match="2-D array"):
+        est.fit(jax.random.key(0), theta[:, 0], x)
+    prior = dist.Independent(dist.Uniform(-jnp.ones(1), jnp.ones(1)), 1)
+    with pytest.raises(ValueError, match="outside the prior's support"):
+        est.fit(jax.random.key(0), theta * 10.0, x, prior=prior)
+    prior2 = dist.MultivariateNormal(jnp.zeros(2), jnp.eye(2))
+    with pytest.raises(ValueError, match="dimension"):
+        est.fit(jax.random.key(0), theta, x, prior=prior2)
