@@ -1,10 +1,10 @@
 """Property tests over every bijection: invertibility and log-determinants against jax.jacobian."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import perturb
 
 from jaxhep.bijections import (Affine, BoxToReal, Chain, Coupling, Invert, LULinear, MaskedAutoregressive,
                                Permutation, SplineTransformer, Stacked, alternating_mask)
@@ -12,37 +12,25 @@ from jaxhep.bijections import (Affine, BoxToReal, Chain, Coupling, Invert, LULin
 DIM, COND = 3, 2
 
 
-def _perturb(module, key, scale=0.1):
-    """Random non-trivial parameters (layers initialised at the identity would test nothing).
-
-    Larger perturbations of spline conditioners give near-flat bins whose inverse is
-    ill-conditioned in float32 (distrax's spline loses the same digits there)."""
-    params, static = eqx.partition(module, eqx.is_inexact_array)
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    leaves = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
-    return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
-
-
 def _registry():
     k = jax.random.split(jax.random.key(0), 8)
     return {
         "affine": Affine(jnp.array([0.5, -1.0, 2.0]), jnp.array([0.5, 2.0, 1.5])),
         "permutation": Permutation([2, 0, 1]),
-        "lu_linear": _perturb(LULinear(DIM), k[0]),
-        "coupling_affine": _perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[1]), k[2]),
-        "coupling_spline": _perturb(Coupling(DIM, alternating_mask(DIM, False), COND, "spline", 16, num_bins=6,
+        "lu_linear": perturb(LULinear(DIM), k[0]),
+        "coupling_affine": perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[1]), k[2]),
+        "coupling_spline": perturb(Coupling(DIM, alternating_mask(DIM, False), COND, "spline", 16, num_bins=6,
                                              key=k[3]), k[4]),
-        "made_affine": _perturb(MaskedAutoregressive(DIM, COND, "affine", 16, key=k[5]), k[6]),
-        "made_spline": _perturb(MaskedAutoregressive(DIM, COND, "spline", 16, num_bins=5, key=k[7]), k[0], 0.2),
-        "unconditional_made": _perturb(MaskedAutoregressive(DIM, 0, "affine", 16, key=k[2]), k[3]),
+        "made_affine": perturb(MaskedAutoregressive(DIM, COND, "affine", 16, key=k[5]), k[6]),
+        "made_spline": perturb(MaskedAutoregressive(DIM, COND, "spline", 16, num_bins=5, key=k[7]), k[0], 0.2),
+        "unconditional_made": perturb(MaskedAutoregressive(DIM, 0, "affine", 16, key=k[2]), k[3]),
         "box": BoxToReal(jnp.array([-1.0, 0.0, -jnp.inf]), jnp.array([2.0, jnp.inf, 3.0])),
-        "chain": Chain([_perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "spline", 16, key=k[5]), k[1]),
-                        Permutation([1, 2, 0]), _perturb(LULinear(DIM), k[7])]),
-        "stacked": Stacked([Chain([_perturb(Coupling(DIM, alternating_mask(DIM, i % 2 == 0), COND, "spline", 16,
-                                                      num_bins=4, key=kk), kk), _perturb(LULinear(DIM), kk)])
+        "chain": Chain([perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "spline", 16, key=k[5]), k[1]),
+                        Permutation([1, 2, 0]), perturb(LULinear(DIM), k[7])]),
+        "stacked": Stacked([Chain([perturb(Coupling(DIM, alternating_mask(DIM, i % 2 == 0), COND, "spline", 16,
+                                                      num_bins=4, key=kk), kk), perturb(LULinear(DIM), kk)])
                             for i, kk in enumerate(jax.random.split(k[3], 3))]),
-        "invert": Invert(_perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[6]), k[4])),
+        "invert": Invert(perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[6]), k[4])),
     }
 
 

@@ -1,10 +1,10 @@
 """Densities: normalisation, sampling consistent with log_prob, broadcasting, support handling."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import perturb
 
 from jaxhep.bijections import Affine, BoxToReal, Chain, Invert
 from jaxhep.densities import MixtureDensityNetwork, Standardized, maf, nsf
@@ -12,21 +12,13 @@ from jaxhep.densities import MixtureDensityNetwork, Standardized, maf, nsf
 X_DIM = 2
 
 
-def _perturb(module, key, scale=0.1):
-    params, static = eqx.partition(module, eqx.is_inexact_array)
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    leaves = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
-    return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
-
-
 def _densities():
     k = jax.random.split(jax.random.key(0), 6)
     return {
-        "nsf": _perturb(nsf(2, X_DIM, num_transforms=3, hidden_features=16, num_bins=6, key=k[0]), k[1], 0.2),
-        "nsf_autoregressive": _perturb(nsf(2, X_DIM, num_transforms=2, hidden_features=16, num_bins=6,
+        "nsf": perturb(nsf(2, X_DIM, num_transforms=3, hidden_features=16, num_bins=6, key=k[0]), k[1], 0.2),
+        "nsf_autoregressive": perturb(nsf(2, X_DIM, num_transforms=2, hidden_features=16, num_bins=6,
                                            autoregressive=True, key=k[2]), k[3], 0.2),
-        "maf": _perturb(maf(2, X_DIM, num_transforms=3, hidden_features=16, key=k[4]), k[5], 0.1),
+        "maf": perturb(maf(2, X_DIM, num_transforms=3, hidden_features=16, key=k[4]), k[5], 0.1),
         "mdn": MixtureDensityNetwork(2, X_DIM, num_components=3, hidden_features=16, key=k[1]),
     }
 
