@@ -127,7 +127,8 @@ def fit(
         max_epochs: upper bound on epochs.
         validation_fraction: share of data held out for early stopping (0 trains all epochs).
         patience: epochs without validation improvement before stopping.
-        validation_batch_size: chunk size for evaluating the validation loss.
+        validation_batch_size: largest chunk for evaluating the validation loss (equal chunks
+            are used; fewer than one row per chunk may be left out to keep shapes static).
         progress: show a progress bar.
         drop_invalid: drop rows with NaN/inf (with a warning) instead of raising.
         filter_spec: which leaves of `model` are trained (an `eqx.filter` spec).
@@ -167,6 +168,16 @@ def fit(
     def loss_of_params(p, k, batch):
         return loss_fn(eqx.combine(p, static), k, batch)
 
+    if val is not None:
+        # Equal chunks of at most `validation_batch_size` rows, evaluated with the same batch
+        # loss as training; at most n_chunks - 1 rows are left out so that shapes stay static.
+        n_val = _leading_size(val)
+        n_chunks = -(-n_val // int(validation_batch_size))
+        chunk = n_val // n_chunks
+        val_chunks = jax.tree_util.tree_map(
+            lambda a: a[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:]), val)
+        val_keys = jax.random.split(k_val, n_chunks)
+
     @jax.jit
     def run_epoch(params, opt_state, key, train):
         k_perm, k_steps = jax.random.split(key)
@@ -183,28 +194,11 @@ def fit(
 
         (params, opt_state), losses = jax.lax.scan(
             step, (params, opt_state), (jax.random.split(k_steps, n_batches), batches))
-        return params, opt_state, jnp.mean(losses)
-
-    if val is not None:
-        n_val = _leading_size(val)
-        chunk = int(min(validation_batch_size, n_val))
-        n_chunks = -(-n_val // chunk)
-        pad = n_chunks * chunk - n_val
-        weights = jnp.concatenate([jnp.ones(n_val), jnp.zeros(pad)]).reshape(n_chunks, chunk)
-        val_chunks = jax.tree_util.tree_map(
-            lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]).reshape((n_chunks, chunk) + a.shape[1:]), val)
-
-        @jax.jit
-        def val_loss(params):
-            # Per-sample losses are needed to weight out the padding rows, so the batch loss
-            # is applied to single-row batches under vmap.
-            def chunk_loss(k, batch, w):
-                per = jax.vmap(lambda row, kk: loss_of_params(
-                    params, kk, jax.tree_util.tree_map(lambda r: r[None], row)))(batch, jax.random.split(k, chunk))
-                return jnp.sum(per * w)
-            keys = jax.random.split(k_val, n_chunks)
-            totals = jax.lax.map(lambda args: chunk_loss(*args), (keys, val_chunks, weights))
-            return jnp.sum(totals) / n_val
+        if val is None:
+            return params, opt_state, jnp.mean(losses), jnp.nan
+        # The same keys every epoch, so that stochastic losses compare like with like.
+        val_losses = jax.lax.map(lambda kb: loss_of_params(params, kb[0], kb[1]), (val_keys, val_chunks))
+        return params, opt_state, jnp.mean(losses), jnp.mean(val_losses)
 
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
@@ -213,8 +207,8 @@ def fit(
     epoch_keys = jax.random.split(k_train, max_epochs)
     try:
         for epoch in range(max_epochs):
-            params, opt_state, tl = run_epoch(params, opt_state, epoch_keys[epoch], train)
-            tl = float(tl)
+            params, opt_state, tl, vl = run_epoch(params, opt_state, epoch_keys[epoch], train)
+            tl, vl = float(tl), float(vl)
             train_hist.append(tl)
             if not np.isfinite(tl):
                 warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier state",
@@ -222,7 +216,6 @@ def fit(
                 stopped_early = True
                 break
             if val is not None:
-                vl = float(val_loss(params))
                 val_hist.append(vl)
                 if vl < best_val:
                     best_val, best_params, best_epoch, since_best = vl, params, epoch, 0
