@@ -96,6 +96,17 @@ class AbstractPosteriorEstimator(eqx.Module):
     z_score_theta: eqx.AbstractVar[bool]
     z_score_x: eqx.AbstractVar[bool]
 
+    def __check_init__(self):
+        # Equinox runs this for every subclass, beside the subclass's own checks.
+        for name in ("batch_size", "patience", "max_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
     @property
     @abc.abstractmethod
     def method(self) -> str:

@@ -51,15 +51,10 @@ class NPE(AbstractPosteriorEstimator):
         if self.density_estimator not in DENSITY_ESTIMATORS:
             raise ValueError(f"unknown density_estimator {self.density_estimator!r}; expected one of "
                              f"{DENSITY_ESTIMATORS}")
-        for name in ("num_transforms", "hidden_features", "batch_size", "patience", "max_epochs", "num_bins",
-                     "num_components"):
+        for name in ("num_transforms", "hidden_features", "num_bins", "num_components"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
     @property
     def method(self) -> str:

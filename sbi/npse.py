@@ -13,14 +13,11 @@ from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior, check_trainin
 
 
 def _check_common(est) -> None:
-    for name in ("hidden_features", "num_layers", "batch_size", "patience", "max_epochs"):
+    """Checks shared by the ODE-based estimators (the training settings are checked by the base)."""
+    for name in ("hidden_features", "num_layers"):
         value = getattr(est, name)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not 0 <= est.validation_fraction < 1:
-        raise ValueError(f"validation_fraction must lie in [0, 1), got {est.validation_fraction}")
-    if not est.learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {est.learning_rate}")
     if not (est.rtol > 0 and est.atol > 0):
         raise ValueError(f"rtol and atol must be positive, got {est.rtol}, {est.atol}")
 
