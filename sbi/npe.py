@@ -36,7 +36,7 @@ class NPE(AbstractPosteriorEstimator):
     num_transforms: int = 5
     hidden_features: int = 50
     batch_size: int = 200
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     validation_fraction: float = 0.1
     patience: int = 20
     max_epochs: int = 1000
