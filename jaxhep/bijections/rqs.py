@@ -52,6 +52,23 @@ def _pick(onehot, arr):
     return jnp.sum(onehot * arr[..., :-1], axis=-1), jnp.sum(onehot * arr[..., 1:], axis=-1)
 
 
+def _bin(v, params, bound: float, inverse: bool):
+    """Knot values of the bin holding v (searched on the y knots for the inverse)."""
+    x_pos, y_pos, slopes = spline_knots(params, bound)
+    onehot = _select_bin(v, y_pos if inverse else x_pos)
+    x0, x1 = _pick(onehot, x_pos)
+    y0, y1 = _pick(onehot, y_pos)
+    d0, d1 = _pick(onehot, slopes)
+    return x0, x1 - x0, y0, y1 - y0, d0, d1
+
+
+def _log_grad(xi, s, d0, d1):
+    """log g'(x) at relative bin position xi (Durkan et al. 2019, eq. 5)."""
+    t = xi * (1.0 - xi)
+    denom = s + (d1 + d0 - 2.0 * s) * t
+    return 2.0 * jnp.log(s) + jnp.log(d1 * xi**2 + 2.0 * s * t + d0 * (1.0 - xi) ** 2) - 2.0 * jnp.log(denom)
+
+
 def rqs_forward(x, params, bound: float):
     """Forward spline y = g(x) and log g'(x), elementwise; identity outside [-bound, bound].
 
@@ -60,30 +77,18 @@ def rqs_forward(x, params, bound: float):
         params: (n, 3K+1) raw parameters.
         bound: half-width of the spline interval.
     """
-    x_pos, y_pos, slopes = spline_knots(params, bound)
-    onehot = _select_bin(x, x_pos)
-    x0, x1 = _pick(onehot, x_pos)
-    y0, y1 = _pick(onehot, y_pos)
-    d0, d1 = _pick(onehot, slopes)
-    width, height = x1 - x0, y1 - y0
+    x0, width, y0, height, d0, d1 = _bin(x, params, bound, inverse=False)
     s = height / width
     xi = jnp.clip((x - x0) / width, 0.0, 1.0)
     t = xi * (1.0 - xi)
-    denom = s + (d1 + d0 - 2.0 * s) * t
-    y = y0 + height * (s * xi**2 + d0 * t) / denom
-    log_grad = 2.0 * jnp.log(s) + jnp.log(d1 * xi**2 + 2.0 * s * t + d0 * (1.0 - xi) ** 2) - 2.0 * jnp.log(denom)
+    y = y0 + height * (s * xi**2 + d0 * t) / (s + (d1 + d0 - 2.0 * s) * t)
     outside = (x <= -bound) | (x >= bound)
-    return jnp.where(outside, x, y), jnp.where(outside, 0.0, log_grad)
+    return jnp.where(outside, x, y), jnp.where(outside, 0.0, _log_grad(xi, s, d0, d1))
 
 
 def rqs_inverse(y, params, bound: float):
     """Inverse spline x = g^{-1}(y) and log |d g^{-1}/dy|, elementwise."""
-    x_pos, y_pos, slopes = spline_knots(params, bound)
-    onehot = _select_bin(y, y_pos)
-    x0, x1 = _pick(onehot, x_pos)
-    y0, y1 = _pick(onehot, y_pos)
-    d0, d1 = _pick(onehot, slopes)
-    width, height = x1 - x0, y1 - y0
+    x0, width, y0, height, d0, d1 = _bin(y, params, bound, inverse=True)
     s = height / width
     dy = y - y0
     c_sum = d1 + d0 - 2.0 * s
@@ -91,11 +96,7 @@ def rqs_inverse(y, params, bound: float):
     b = height * d0 - dy * c_sum
     c = -s * dy
     disc = jnp.maximum(b**2 - 4.0 * a * c, 0.0)
-    # The numerically stable root of a xi^2 + b xi + c = 0 (b >= 0 here, as slopes are positive).
+    # The root of a xi^2 + b xi + c = 0 that lies in [0, 1], in the cancellation-free form.
     xi = jnp.clip(2.0 * c / (-b - jnp.sqrt(disc)), 0.0, 1.0)
-    x = x0 + xi * width
-    t = xi * (1.0 - xi)
-    denom = s + c_sum * t
-    log_grad = 2.0 * jnp.log(s) + jnp.log(d1 * xi**2 + 2.0 * s * t + d0 * (1.0 - xi) ** 2) - 2.0 * jnp.log(denom)
     outside = (y <= -bound) | (y >= bound)
-    return jnp.where(outside, y, x), jnp.where(outside, 0.0, -log_grad)
+    return jnp.where(outside, y, x0 + xi * width), jnp.where(outside, 0.0, -_log_grad(xi, s, d0, d1))
