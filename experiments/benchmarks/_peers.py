@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import time
 from typing import Any
 
+import _machine
 import numpy as np
 import torch
 
@@ -270,19 +270,5 @@ def versions() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the benchmark ran: platform, processor, cores, torch threads, and the load average now."""
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
-    try:
-        info["load_average"] = list(os.getloadavg())
-    except OSError:
-        info["load_average"] = None
-    return info
+    """Where the benchmark ran (see `_machine.machine_info`), plus torch's thread count."""
+    return _machine.machine_info() | {"torch_threads": torch.get_num_threads()}

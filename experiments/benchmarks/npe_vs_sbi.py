@@ -23,7 +23,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -62,19 +61,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     return args
-
-
-def machine_info() -> dict:
-    info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu_model"] = names[0]
-    except OSError:
-        pass
-    return info
 
 
 def load_average():
@@ -249,6 +235,8 @@ def main(argv=None) -> dict:
         if name not in simulators.TASKS:
             raise SystemExit(f"unknown task {name!r}; expected some of: {', '.join(simulators.TASKS)}")
     versions = jax_versions()
+    from _machine import machine_info
+
     machine = machine_info()
     if run_torch:
         import _peers
