@@ -85,3 +85,32 @@ def test_no_validation_trains_all_epochs():
         _, hist = fit(jax.random.key(0), model, _mse, (x, y), validation_fraction=0.0, max_epochs=7, progress=False)
     assert hist.epochs == 7 and hist.val_loss.size == 0 and not hist.stopped_early
 
+
+
+def test_epoch_program_compiles_once_with_weak_typed_parameters():
+    """A model with weak-typed leaves (jnp.full(shape, 1.0)) must not recompile after the first
+    update; a second compile used to cost as much as the first (seconds for a flow)."""
+    import equinox as eqx
+
+    class Scale(eqx.Module):
+        w: jax.Array
+
+        def __call__(self, x):
+            return self.w * x
+
+    model = Scale(jnp.full((3,), 1.0))
+    assert model.w.weak_type
+    traces = []
+
+    def loss(m, key, batch):
+        traces.append(1)  # runs only while tracing
+        x, y = batch
+        return jnp.mean((jax.vmap(m)(x) - y) ** 2)
+
+    x, y, _ = _linear_problem(n=200)
+    y3 = np.repeat(y, 3, axis=1)
+    _, hist = fit(jax.random.key(0), model, loss, (x, y3), max_epochs=4, patience=10, progress=False,
+                  batch_size=50)
+    assert hist.epochs == 4
+    # One trace for the training step and one for the validation loss, in a single compile.
+    assert len(traces) == 2

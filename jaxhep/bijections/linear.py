@@ -87,10 +87,11 @@ class LULinear(AbstractBijection):
         _check_dims(dim, 0)
         del key
         self.dim, self.cond_dim = dim, 0
-        self.lower = jnp.zeros((dim, dim))
-        self.upper = jnp.zeros((dim, dim))
-        self.raw_diag = jnp.full((dim,), float(np.log(np.expm1(1.0 - 1e-3))))
-        self.bias = jnp.zeros((dim,))
+        dtype = jnp.result_type(float)  # a strong dtype: weak-typed leaves change type after one update
+        self.lower = jnp.zeros((dim, dim), dtype)
+        self.upper = jnp.zeros((dim, dim), dtype)
+        self.raw_diag = jnp.full((dim,), float(np.log(np.expm1(1.0 - 1e-3))), dtype)
+        self.bias = jnp.zeros((dim,), dtype)
 
     def _factors(self):
         eye = jnp.eye(self.dim)

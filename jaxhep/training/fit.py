@@ -163,6 +163,9 @@ def fit(
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
 
     params, static = eqx.partition(model, filter_spec)
+    # Weak-typed leaves (e.g. from jnp.full(shape, 1.0)) come back strongly typed after the
+    # first update, which would make the epoch program compile a second time.
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), params)
     opt_state = optimizer.init(params)
 
     def loss_of_params(p, k, batch):
