@@ -9,14 +9,6 @@ from jaxhep.theory.pinn import PINNNet, float64, gradient, hessian, laplacian, p
 from jaxhep.theory.pinn import problems
 
 
-@pytest.fixture
-def x64():
-    """Run the test body in float64 and check that the global setting is back afterwards."""
-    before = jax.config.jax_enable_x64
-    with float64():
-        yield
-    assert jax.config.jax_enable_x64 == before
-
 
 def f(x):
     return jnp.sin(2 * x[0]) * jnp.exp(-x[1]) + x[0] ** 3 * x[1] ** 2

@@ -5,17 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhep.theory.pinn import allen_cahn_spectral, burgers_cole_hopf, float64
+from jaxhep.theory.pinn import allen_cahn_spectral, burgers_cole_hopf
 
 NU = 0.01 / np.pi
 
-
-@pytest.fixture
-def x64():
-    before = jax.config.jax_enable_x64
-    with float64():
-        yield
-    assert jax.config.jax_enable_x64 == before
 
 
 def _rk4_periodic(rhs, u0, dt, t_out):

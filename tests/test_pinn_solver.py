@@ -10,16 +10,9 @@ import pytest
 
 from jaxhep.theory import pinn
 from jaxhep.theory.pinn import (Box, Dirichlet, Initial, Neumann, Observations, PDEProblem, Periodic, PINNNet,
-                                PINNSolver, TrainConfig, float64, partial, rad_resample, solve, unit_sample)
+                                PINNSolver, TrainConfig, partial, rad_resample, solve, unit_sample)
 from jaxhep.theory.pinn.cli import register
 
-
-@pytest.fixture
-def x64():
-    before = jax.config.jax_enable_x64
-    with float64():
-        yield
-    assert jax.config.jax_enable_x64 == before
 
 
 def _poisson1d(hard=False, unknown=None, data=None):
