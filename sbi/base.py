@@ -95,6 +95,7 @@ class AbstractPosteriorEstimator(eqx.Module):
     clip_norm: eqx.AbstractVar[float | None]
     z_score_theta: eqx.AbstractVar[bool]
     z_score_x: eqx.AbstractVar[bool]
+    ema_decay: eqx.AbstractVar[float | None]
 
     def __check_init__(self):
         # Equinox runs this for every subclass, beside the subclass's own checks.
@@ -106,6 +107,8 @@ class AbstractPosteriorEstimator(eqx.Module):
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {self.ema_decay}")
 
     @property
     @abc.abstractmethod
@@ -151,7 +154,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             k_fit, density, _mean_loss, (jnp.asarray(z), jnp.asarray(xz)),
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
-            progress=self.progress, description=f"{self.method} training")
+            progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay)
         return Posterior(Standardized(trained, to_base, x_loc, x_scale), history, self.method)
 
 

@@ -28,7 +28,7 @@ class FMPE(AbstractPosteriorEstimator):
         time_power: training-time density proportional to t^time_power (0: uniform).
         rtol, atol: ODE solver tolerances for sampling and log_prob.
         batch_size, learning_rate, validation_fraction, patience, max_epochs, progress,
-        clip_norm, z_score_theta, z_score_x: training settings as in `NPE`.
+        clip_norm, z_score_theta, z_score_x, ema_decay: training settings as in `NPE`.
 
     Raises:
         ValueError: for invalid sizes or settings.
@@ -50,6 +50,7 @@ class FMPE(AbstractPosteriorEstimator):
     clip_norm: float | None = 5.0
     z_score_theta: bool = True
     z_score_x: bool = True
+    ema_decay: float | None = None
 
     def __check_init__(self):
         _check_common(self)

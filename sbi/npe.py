@@ -27,6 +27,8 @@ class NPE(AbstractPosteriorEstimator):
         num_components: mixture components (MDN).
         clip_norm: gradient clipping norm (None for none).
         z_score_theta, z_score_x: standardise theta (in unconstrained space) and x.
+        ema_decay: if set, validate and return an exponential moving average of the weights
+            (see `jaxhep.training.fit`).
 
     Raises:
         ValueError: for an unknown estimator name or invalid sizes.
@@ -46,6 +48,7 @@ class NPE(AbstractPosteriorEstimator):
     clip_norm: float | None = 5.0
     z_score_theta: bool = True
     z_score_x: bool = True
+    ema_decay: float | None = None
 
     def __check_init__(self):
         if self.density_estimator not in DENSITY_ESTIMATORS:

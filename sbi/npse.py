@@ -41,7 +41,7 @@ class NPSE(AbstractPosteriorEstimator):
         sigma_min, sigma_max: VE noise range; beta_min, beta_max: VP schedule.
         rtol, atol: ODE solver tolerances for sampling and log_prob.
         batch_size, learning_rate, validation_fraction, patience, max_epochs, progress,
-        clip_norm, z_score_theta, z_score_x: training settings as in `NPE`.
+        clip_norm, z_score_theta, z_score_x, ema_decay: training settings as in `NPE`.
 
     Raises:
         ValueError: for an unknown SDE or invalid sizes.
@@ -66,6 +66,7 @@ class NPSE(AbstractPosteriorEstimator):
     clip_norm: float | None = 5.0
     z_score_theta: bool = True
     z_score_x: bool = True
+    ema_decay: float | None = None
 
     def __check_init__(self):
         if self.sde not in SDES:

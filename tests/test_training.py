@@ -114,3 +114,22 @@ def test_epoch_program_compiles_once_with_weak_typed_parameters():
     assert hist.epochs == 4
     # One trace for the training step and one for the validation loss, in a single compile.
     assert len(traces) == 2
+
+
+def test_ema_weights_are_validated_and_returned():
+    x, y, _ = _linear_problem()
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    kwargs = dict(learning_rate=3e-2, batch_size=100, max_epochs=60, patience=60, progress=False)
+    plain, h_plain = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    # Decay 0: the average is the current weights, so training is unchanged.
+    same, h_same = fit(jax.random.key(1), model, _mse, (x, y), ema_decay=0.0, **kwargs)
+    np.testing.assert_allclose(np.asarray(same.layers[0].weight), np.asarray(plain.layers[0].weight), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(h_same.val_loss), np.asarray(h_plain.val_loss), rtol=1e-6)
+    # A slow average still converges to the least-squares solution, and differs from the raw weights.
+    avg, h_avg = fit(jax.random.key(1), model, _mse, (x, y), ema_decay=0.95, **kwargs)
+    design = np.hstack([x, np.ones((len(x), 1))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    np.testing.assert_allclose(np.asarray(avg.layers[0].weight).ravel(), coef[:3, 0], atol=0.02)
+    assert not np.allclose(np.asarray(h_avg.val_loss[:3]), np.asarray(h_plain.val_loss[:3]))
+    with pytest.raises(ValueError, match="ema_decay"):
+        fit(jax.random.key(1), model, _mse, (x, y), ema_decay=1.0, **kwargs)

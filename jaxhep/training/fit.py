@@ -107,6 +107,7 @@ def fit(
     drop_invalid: bool = True,
     filter_spec: Any = eqx.is_inexact_array,
     description: str = "training",
+    ema_decay: float | None = None,
 ) -> tuple[PyTree, History]:
     """Train `model` by minibatch gradient descent with early stopping.
 
@@ -133,6 +134,10 @@ def fit(
         drop_invalid: drop rows with NaN/inf (with a warning) instead of raising.
         filter_spec: which leaves of `model` are trained (an `eqx.filter` spec).
         description: progress-bar label.
+        ema_decay: if given (in [0, 1)), also keep an exponential moving average of the
+            trained leaves, updated after every step with this decay; the validation loss, early
+            stopping and the returned model then use the averaged weights. Averaging is the usual
+            companion of the noisy regression losses of diffusion and flow-matching models.
 
     Returns:
         (trained model, History).
@@ -145,6 +150,8 @@ def fit(
     for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay!r}")
     if drop_invalid:
         data, _ = drop_nonfinite(data)
     else:
@@ -181,27 +188,35 @@ def fit(
             lambda a: a[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:]), val)
         val_keys = jax.random.split(k_val, n_chunks)
 
+    # The weights that are validated and returned: the trained ones, or their moving average
+    # `avg` (None without averaging).
+    avg = params if ema_decay is not None else None
+
     @jax.jit
-    def run_epoch(params, opt_state, key, train):
+    def run_epoch(params, opt_state, avg, key, train):
         k_perm, k_steps = jax.random.split(key)
         perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch_size]
         batches = jax.tree_util.tree_map(
             lambda a: a[perm].reshape((n_batches, batch_size) + a.shape[1:]), train)
 
         def step(carry, inp):
-            p, s = carry
+            p, s, a = carry
             k, batch = inp
             value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
             updates, s = optimizer.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), value
+            p = optax.apply_updates(p, updates)
+            if a is not None:
+                a = jax.tree_util.tree_map(lambda m, q: ema_decay * m + (1.0 - ema_decay) * q, a, p)
+            return (p, s, a), value
 
-        (params, opt_state), losses = jax.lax.scan(
-            step, (params, opt_state), (jax.random.split(k_steps, n_batches), batches))
+        (params, opt_state, avg), losses = jax.lax.scan(
+            step, (params, opt_state, avg), (jax.random.split(k_steps, n_batches), batches))
         if val is None:
-            return params, opt_state, jnp.mean(losses), jnp.nan
+            return params, opt_state, avg, jnp.mean(losses), jnp.nan
+        checked = params if avg is None else avg
         # The same keys every epoch, so that stochastic losses compare like with like.
-        val_losses = jax.lax.map(lambda kb: loss_of_params(params, kb[0], kb[1]), (val_keys, val_chunks))
-        return params, opt_state, jnp.mean(losses), jnp.mean(val_losses)
+        val_losses = jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (val_keys, val_chunks))
+        return params, opt_state, avg, jnp.mean(losses), jnp.mean(val_losses)
 
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
@@ -210,8 +225,9 @@ def fit(
     epoch_keys = jax.random.split(k_train, max_epochs)
     try:
         for epoch in range(max_epochs):
-            params, opt_state, tl, vl = run_epoch(params, opt_state, epoch_keys[epoch], train)
+            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, epoch_keys[epoch], train)
             tl, vl = float(tl), float(vl)
+            current = params if avg is None else avg
             train_hist.append(tl)
             if not np.isfinite(tl):
                 warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier state",
@@ -221,7 +237,7 @@ def fit(
             if val is not None:
                 val_hist.append(vl)
                 if vl < best_val:
-                    best_val, best_params, best_epoch, since_best = vl, params, epoch, 0
+                    best_val, best_params, best_epoch, since_best = vl, current, epoch, 0
                 else:
                     since_best += 1
                 bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", best=f"{best_val:.4f}", refresh=False)
@@ -230,7 +246,7 @@ def fit(
                     bar.update(1)
                     break
             else:
-                best_params, best_epoch = params, epoch
+                best_params, best_epoch = current, epoch
                 bar.set_postfix(train=f"{tl:.4f}", refresh=False)
             bar.update(1)
     finally:
