@@ -323,8 +323,14 @@ def save_outputs(results: dict, arrays: dict, out_dir: str, name: str) -> tuple[
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].plot(arrays["loss"], lw=0.5)
+    loss = np.asarray(arrays["loss"])
+    axes[0].plot(loss, lw=0.5)
     axes[0].set(xlabel="step", ylabel="reverse KL + log Z", title="training loss")
+    tail = loss[len(loss) // 50:]
+    tail = tail[np.isfinite(tail)]
+    if tail.size > 1:  # the first steps' loss is orders of magnitude larger: zoom on the rest
+        lo, hi = np.min(tail), np.percentile(tail, 99)
+        axes[0].set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     axes[1].plot(arrays["ess"], lw=0.5)
     axes[1].set(xlabel="step", ylabel="batch ESS / N", title="training ESS", ylim=(0, 1))
     if results["theory"] == "phi4":
