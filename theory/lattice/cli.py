@@ -8,8 +8,10 @@ import sys
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("theory", choices=["phi4", "u1"], help="phi4 (L=8, m2=-4, lam=8) or u1 (L=8, beta=2) by default")
-    parser.add_argument("--steps", type=int, default=None, help="reverse-KL training steps (default 2500 phi4, 3000 u1)")
-    parser.add_argument("--max-train-seconds", type=float, default=600.0, help="stop training after this wall time")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="most reverse-KL training steps (default 100000: the time limit decides)")
+    parser.add_argument("--max-train-seconds", type=float, default=None,
+                        help="stop training after this wall time (default 600 s phi4, 1500 s u1)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
     parser.add_argument("--out", default="./jaxhep-out", help="output directory for JSON and plot")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -38,7 +40,7 @@ def handler(args: argparse.Namespace) -> int:
 
     common = dict(
         L=args.L, hidden_channels=tuple(args.hidden), batch_size=args.batch_size, learning_rate=args.lr,
-        max_train_seconds=args.max_train_seconds, n_mh=args.mh_samples, hmc_chains=args.hmc_chains,
+        max_train_seconds=args.max_train_seconds or (600.0 if args.theory == "phi4" else 1500.0), n_mh=args.mh_samples, hmc_chains=args.hmc_chains,
         hmc_steps=args.hmc_steps, hmc_step_size=args.hmc_step_size, hmc_n_leapfrog=args.hmc_leapfrog,
         progress=not args.no_progress,
     )
@@ -47,11 +49,11 @@ def handler(args: argparse.Namespace) -> int:
         if args.theory == "phi4":
             results, arrays = run_phi4_study(
                 key, m2=args.m2, lam=args.lam, n_layers=args.layers or 16, coupling=args.coupling,
-                train_steps=args.steps or 2500, **common,
+                train_steps=args.steps or 100_000, **common,
             )
         else:
             results, arrays = run_u1_study(
-                key, beta=args.beta, n_layers=args.layers or 24, train_steps=args.steps or 3000, **common
+                key, beta=args.beta, n_layers=args.layers or 24, train_steps=args.steps or 100_000, **common
             )
     except ValueError as e:
         print(f"jaxhep lattice: error: {e}", file=sys.stderr)
