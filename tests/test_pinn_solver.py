@@ -28,11 +28,13 @@ def _poisson1d(hard=False, unknown=None, data=None):
     return PDEProblem(box, residual, conds, known=known, unknown=unknown or {}, name="poisson1d")
 
 
-def test_small_problem_trains_to_tolerance(x64):
+@pytest.mark.parametrize("lbfgs_rad_every", [0, 50], ids=["lbfgs-fixed-points", "lbfgs-rad-points"])
+def test_small_problem_trains_to_tolerance(x64, lbfgs_rad_every):
     prob = _poisson1d()
     net = PINNNet(1, 1, width=16, depth=2, lower=[0.0], upper=[1.0], key=jax.random.key(0))
     cfg = TrainConfig(steps=200, batch=64, learning_rate=1e-2, warmup=20, decay_steps=100, sampler="lhs",
-                      balance=True, balance_every=50, lbfgs_steps=150, lbfgs_points=64, chunk=50, progress=False)
+                      balance=True, balance_every=50, lbfgs_steps=150, lbfgs_points=64, chunk=50, progress=False,
+                      lbfgs_rad_every=lbfgs_rad_every, rad_candidates=512)
     xs = np.linspace(0, 1, 101)[:, None]
     model, hist = solve(jax.random.key(1), prob, net, cfg, eval_points=xs, eval_values=np.sin(np.pi * xs[:, 0]))
     err = float(pinn.relative_l2(prob.predict(model, xs), np.sin(np.pi * xs[:, 0])))

@@ -46,6 +46,11 @@ class TrainConfig(eqx.Module):
         rad_every, rad_candidates, rad_k, rad_c: RAD settings.
         lbfgs_steps: L-BFGS iterations after Adam (0: none).
         lbfgs_points: fixed residual points for L-BFGS.
+        lbfgs_rad_every: when > 0, the L-BFGS residual points are chosen by RAD (from
+            `rad_candidates` uniform candidates, using the current model's residual) and chosen
+            again every this many iterations, restarting the L-BFGS memory; 0 keeps one
+            Latin-hypercube set. RAD points follow sharp features such as Burgers' shock, which a
+            fixed uniform set resolves poorly.
         lbfgs_memory: L-BFGS history size.
         chunk: steps per compiled `lax.scan` call (one progress/history entry each).
         max_seconds: wall-time budget of the Adam phase (None: unlimited), counted after the first
@@ -76,6 +81,7 @@ class TrainConfig(eqx.Module):
     lbfgs_steps: int = eqx.field(static=True, default=0)
     lbfgs_points: int = eqx.field(static=True, default=4096)
     lbfgs_memory: int = eqx.field(static=True, default=50)
+    lbfgs_rad_every: int = eqx.field(static=True, default=0)
     chunk: int = eqx.field(static=True, default=100)
     max_seconds: float | None = eqx.field(static=True, default=None)
     lbfgs_max_seconds: float | None = eqx.field(static=True, default=None)
@@ -155,7 +161,7 @@ class PINNSolver(eqx.Module):
             raise ValueError("causal weighting needs a time coordinate; the problem's domain has time_dim=None")
         if c.causal and c.batch % c.causal_chunks:
             raise ValueError(f"batch ({c.batch}) must be a multiple of causal_chunks ({c.causal_chunks})")
-        for name in ("steps", "lbfgs_steps"):
+        for name in ("steps", "lbfgs_steps", "lbfgs_rad_every"):
             if getattr(c, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
         for name in ("batch", "chunk", "balance_every", "rad_every", "lbfgs_points", "causal_chunks"):
@@ -220,13 +226,14 @@ class PINNSolver(eqx.Module):
         a = self.config.balance_alpha
         return jax.lax.stop_gradient(a * weights + (1.0 - a) * target)
 
-    def _rad_pool(self, key, model):
+    def _rad_pool(self, key, model, n: int | None = None):
+        """n (default: the batch size) points chosen by RAD among `rad_candidates` uniform ones."""
         c, box = self.config, self.problem.domain
         kc, kd = jax.random.split(key)
         cand = box.scale(unit_sample(kc, c.rad_candidates, box.dim, "uniform"))
         r = self.problem.residuals(model, cand)
         r = jnp.abs(r) if r.ndim == 1 else jnp.linalg.norm(r, axis=-1)
-        return rad_resample(kd, cand, jax.lax.stop_gradient(r), c.batch, c.rad_k, c.rad_c)
+        return rad_resample(kd, cand, jax.lax.stop_gradient(r), c.batch if n is None else n, c.rad_k, c.rad_c)
 
     # ---- init / step ------------------------------------------------------------------------
     def init(self, key: PRNGKeyArray, model: PINNModel) -> TrainState:
@@ -382,51 +389,69 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     sampler = "lhs" if c.sampler in ("rad", "uniform") else c.sampler
     box = prob.domain
     kr, kc = jax.random.split(key)
-    pool = unit_sample(kr, c.lbfgs_points, box.dim, sampler)
     lb_solver = solver
-    # Fixed points: the residual set from the chosen sampler, conditions drawn once.
-    res = box.scale(pool)
-    if c.causal:
-        res = res[jnp.argsort(res[:, box.time_dim])]
-    pts = {"res": res}
+
+    def residual_points(k, m):
+        """The residual set: a space-filling one, or RAD-chosen with the model m."""
+        if c.lbfgs_rad_every > 0:
+            return jax.lax.stop_gradient(lb_solver._rad_pool(k, m, c.lbfgs_points))
+        return box.scale(unit_sample(k, c.lbfgs_points, box.dim, sampler))
+
+    def ordered(res):
+        return res[jnp.argsort(res[:, box.time_dim])] if c.causal else res
+
+    # Condition points are drawn once; the residual points once, or again on RAD's schedule.
+    pts = {"res": ordered(residual_points(kr, model))}
     for k, cond in zip(jax.random.split(kc, max(len(prob.conditions), 1)), prob.conditions):
         n_cond = max(getattr(cond, "n", 0), c.lbfgs_points // 4)
         cond_big = cond if isinstance(cond, Observations) else _with_n(cond, n_cond)
         pts[cond.name] = cond_big.sample(k, box, "lhs")
     params, static = eqx.partition(model, eqx.is_inexact_array)
 
-    def value_fn(p):
+    def value_fn(p, pts):
         terms, _ = lb_solver.loss_terms(eqx.combine(p, static), pts)
         return jnp.dot(weights, terms)
 
     opt = optax.lbfgs(memory_size=c.lbfgs_memory,
                       linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
-    vg = optax.value_and_grad_from_state(value_fn)
 
     @eqx.filter_jit
-    def run_chunk(p, s, n):
+    def run_chunk(p, s, pts, n):
+        f = lambda q: value_fn(q, pts)  # noqa: E731
+        vg = optax.value_and_grad_from_state(f)
+
         def body(carry, _):
             p, s = carry
             value, grad = vg(p, state=s)
-            updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=value_fn)
+            updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
             return (optax.apply_updates(p, updates), s), value
 
         (p, s), values = jax.lax.scan(body, (p, s), None, length=n)
         return p, s, values[-1]
 
-    terms_fn = eqx.filter_jit(lambda p: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
+    terms_fn = eqx.filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
+    value_jit = eqx.filter_jit(value_fn)
+    new_points = eqx.filter_jit(lambda k, p: ordered(residual_points(k, eqx.combine(p, static))))
     s = opt.init(params)
     t_start = None
-    done, best, best_p = 0, float(eqx.filter_jit(value_fn)(params)), params
+    done, best, best_p = 0, float(value_jit(params, pts)), params
+    since_points = 0
+    resample_keys = iter(jax.random.split(jax.random.fold_in(kr, 1), max(c.lbfgs_steps, 1)))
     while done < c.lbfgs_steps:
+        if c.lbfgs_rad_every > 0 and since_points >= c.lbfgs_rad_every:
+            # New points change the objective: restart the memory, and compare losses afresh.
+            pts = {**pts, "res": new_points(next(resample_keys), params)}
+            s, since_points = opt.init(params), 0
+            best, best_p = float(value_jit(params, pts)), params
         n = min(c.chunk, c.lbfgs_steps - done)
         t_chunk = time.perf_counter()
-        p_new, s_new, value = run_chunk(params, s, n)
+        p_new, s_new, value = run_chunk(params, s, pts, n)
         jax.block_until_ready(value)
         if t_start is None:
             t_start = time.perf_counter()
             compile_seconds[0] += t_start - t_chunk
         done += n
+        since_points += n
         bar.update(n)
         value = float(value)
         if not np.isfinite(value):
@@ -435,7 +460,7 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
         if value < best:
             best, best_p = value, params
         m = eqx.combine(params, static)
-        record(start + done, 1, value, terms_fn(params), weights, m)
+        record(start + done, 1, value, terms_fn(params, pts), weights, m)
         bar.set_postfix(loss=f"{value:.2e}")
         if c.lbfgs_max_seconds is not None and time.perf_counter() - t_start > c.lbfgs_max_seconds:
             break
