@@ -34,7 +34,7 @@ DEFAULT_OUT = HERE / "out"
 
 # sbi's own NPE settings (sbi 0.27: posterior_nn defaults and NPE_C.train defaults), given to both.
 SBI_SETTINGS = dict(density_estimator="nsf", num_transforms=5, hidden_features=50, batch_size=200,
-                    learning_rate=5e-4, validation_fraction=0.1, patience=20)
+                    learning_rate=5e-4, validation_fraction=0.1, patience=20, ema_decay=None)  # sbi has no EMA
 
 
 def parse_args(argv=None) -> argparse.Namespace:
