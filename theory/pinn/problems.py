@@ -105,7 +105,7 @@ def burgers(hard: bool = False, nx: int = 256, nt: int = 101) -> Benchmark:
                fourier_scale=1.0, fourier_features=16, factorization=(0.5, 0.1))
     config = TrainConfig(steps=4000, batch=1024, learning_rate=1e-3, warmup=200, decay_steps=1000,
                          decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=16,
-                         causal_eps=1.0, lbfgs_steps=20000, lbfgs_points=2048, lbfgs_rad_every=1000, chunk=50,
+                         causal_eps=1.0, lbfgs_steps=20000, lbfgs_points=2048, chunk=50,
                          max_seconds=240.0, lbfgs_max_seconds=360.0)
     return Benchmark("burgers", problem, net, config, (xs, ts), ref, techniques=_techniques(True))
 
