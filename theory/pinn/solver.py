@@ -436,11 +436,12 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     t_start = None
     done, best, best_p = 0, float(value_jit(params, pts)), params
     since_points = 0
-    resample_keys = iter(jax.random.split(jax.random.fold_in(kr, 1), max(c.lbfgs_steps, 1)))
+    resample_key = jax.random.fold_in(kr, 1)
     while done < c.lbfgs_steps:
         if c.lbfgs_rad_every > 0 and since_points >= c.lbfgs_rad_every:
             # New points change the objective: restart the memory, and compare losses afresh.
-            pts = {**pts, "res": new_points(next(resample_keys), params)}
+            resample_key, k_new = jax.random.split(resample_key)
+            pts = {**pts, "res": new_points(k_new, params)}
             s, since_points = opt.init(params), 0
             best, best_p = float(value_jit(params, pts)), params
         n = min(c.chunk, c.lbfgs_steps - done)
