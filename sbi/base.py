@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import AbstractConditionalDensity, Standardized, make_standardizer
-from jaxhep.training import History, drop_nonfinite, fit
+from jaxhep.training import History, check_ema_decay, drop_nonfinite, fit
 
 
 class Posterior(AbstractConditionalDensity):
@@ -107,8 +107,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {self.ema_decay}")
+        check_ema_decay(self.ema_decay)
 
     @property
     @abc.abstractmethod

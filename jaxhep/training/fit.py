@@ -72,6 +72,12 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
     return data, dropped
 
 
+def check_ema_decay(ema_decay: float | None) -> None:
+    """Raise ValueError unless `ema_decay` is None or lies in [0, 1)."""
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay!r}")
+
+
 def split_train_val(key: PRNGKeyArray, data: PyTree, validation_fraction: float) -> tuple[PyTree, PyTree | None]:
     """Randomly split a pytree of arrays into training and validation parts."""
     if not 0.0 <= validation_fraction < 1.0:
@@ -150,8 +156,7 @@ def fit(
     for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay!r}")
+    check_ema_decay(ema_decay)
     if drop_invalid:
         data, _ = drop_nonfinite(data)
     else:
