@@ -38,9 +38,11 @@ def handler(args: argparse.Namespace) -> int:
 
     from .studies import format_table, run_phi4_study, run_u1_study, save_outputs
 
+    default_seconds = 600.0 if args.theory == "phi4" else 1500.0
     common = dict(
         L=args.L, hidden_channels=tuple(args.hidden), batch_size=args.batch_size, learning_rate=args.lr,
-        max_train_seconds=args.max_train_seconds or (600.0 if args.theory == "phi4" else 1500.0), n_mh=args.mh_samples, hmc_chains=args.hmc_chains,
+        max_train_seconds=default_seconds if args.max_train_seconds is None else args.max_train_seconds,
+        n_mh=args.mh_samples, hmc_chains=args.hmc_chains,
         hmc_steps=args.hmc_steps, hmc_step_size=args.hmc_step_size, hmc_n_leapfrog=args.hmc_leapfrog,
         progress=not args.no_progress,
     )
