@@ -133,3 +133,18 @@ def test_ema_weights_are_validated_and_returned():
     assert not np.allclose(np.asarray(h_avg.val_loss[:3]), np.asarray(h_plain.val_loss[:3]))
     with pytest.raises(ValueError, match="ema_decay"):
         fit(jax.random.key(1), model, _mse, (x, y), ema_decay=1.0, **kwargs)
+
+
+def test_ema_forgets_the_initial_weights_early():
+    # The averaging decay warms up as (1 + k) / (10 + k): even a decay of 0.9999 over a dozen
+    # steps gives an average of the recent iterates, not (almost) the initial weights.
+    x, y, _ = _linear_problem()
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    kwargs = dict(learning_rate=3e-2, batch_size=50, max_epochs=1, patience=5, progress=False)
+    w0 = np.asarray(model.layers[0].weight)
+    plain, _ = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    avg, _ = fit(jax.random.key(1), model, _mse, (x, y), ema_decay=0.9999, **kwargs)
+    moved_plain = np.linalg.norm(np.asarray(plain.layers[0].weight) - w0)
+    moved_avg = np.linalg.norm(np.asarray(avg.layers[0].weight) - w0)
+    assert moved_plain > 0
+    assert 0.3 * moved_plain < moved_avg < moved_plain

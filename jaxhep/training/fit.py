@@ -141,9 +141,12 @@ def fit(
         filter_spec: which leaves of `model` are trained (an `eqx.filter` spec).
         description: progress-bar label.
         ema_decay: if given (in [0, 1)), also keep an exponential moving average of the
-            trained leaves, updated after every step with this decay; the validation loss, early
-            stopping and the returned model then use the averaged weights. Averaging is the usual
-            companion of the noisy regression losses of diffusion and flow-matching models.
+            trained leaves, updated after every step; the validation loss, early stopping and
+            the returned model then use the averaged weights. The decay at step k is
+            min(ema_decay, (1 + k) / (10 + k)), so that the average forgets the initial weights
+            within the first steps instead of after about 1 / (1 - ema_decay) of them.
+            Averaging is the usual companion of the noisy regression losses of diffusion and
+            flow-matching models.
 
     Returns:
         (trained model, History).
@@ -198,7 +201,7 @@ def fit(
     avg = params if ema_decay is not None else None
 
     @jax.jit
-    def run_epoch(params, opt_state, avg, key, train):
+    def run_epoch(params, opt_state, avg, key, train, epoch):
         k_perm, k_steps = jax.random.split(key)
         perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch_size]
         batches = jax.tree_util.tree_map(
@@ -206,16 +209,19 @@ def fit(
 
         def step(carry, inp):
             p, s, a = carry
-            k, batch = inp
+            k, batch, i = inp
             value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
             updates, s = optimizer.update(grads, s, p)
             p = optax.apply_updates(p, updates)
             if a is not None:
-                a = jax.tree_util.tree_map(lambda m, q: ema_decay * m + (1.0 - ema_decay) * q, a, p)
+                k_step = (epoch * n_batches + i).astype(jnp.float32)
+                d = jnp.minimum(ema_decay, (1.0 + k_step) / (10.0 + k_step))
+                a = jax.tree_util.tree_map(lambda m, q: (d * m + (1.0 - d) * q).astype(m.dtype), a, p)
             return (p, s, a), value
 
         (params, opt_state, avg), losses = jax.lax.scan(
-            step, (params, opt_state, avg), (jax.random.split(k_steps, n_batches), batches))
+            step, (params, opt_state, avg),
+            (jax.random.split(k_steps, n_batches), batches, jnp.arange(n_batches)))
         if val is None:
             return params, opt_state, avg, jnp.mean(losses), jnp.nan
         checked = params if avg is None else avg
@@ -230,7 +236,8 @@ def fit(
     epoch_keys = jax.random.split(k_train, max_epochs)
     try:
         for epoch in range(max_epochs):
-            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, epoch_keys[epoch], train)
+            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, epoch_keys[epoch], train,
+                                                         jnp.asarray(epoch, jnp.int32))
             tl, vl = float(tl), float(vl)
             current = params if avg is None else avg
             train_hist.append(tl)
