@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.densities import AbstractConditionalDensity, Standardized, make_standardizer
+from jaxhep.densities import AbstractConditionalDensity, Embedded, Standardized, embedding_size, make_standardizer
 from jaxhep.training import History, check_ema_decay, drop_nonfinite, fit
 
 
@@ -83,7 +83,9 @@ class AbstractPosteriorEstimator(eqx.Module):
 
     Subclasses name their method and build the density (`build`); `fit` is shared: it checks
     the data, z-scores theta (after mapping a bounded prior's support to R^d) and x, trains
-    with `jaxhep.training.fit` on the density's own loss, and returns a `Posterior`.
+    with `jaxhep.training.fit` on the density's own loss, and returns a `Posterior`. With an
+    `embedding_net`, the density is conditioned on the embedding of the z-scored x, and the
+    embedding is trained with it (`jaxhep.densities.Embedded`).
     """
 
     batch_size: eqx.AbstractVar[int]
@@ -96,6 +98,7 @@ class AbstractPosteriorEstimator(eqx.Module):
     z_score_theta: eqx.AbstractVar[bool]
     z_score_x: eqx.AbstractVar[bool]
     ema_decay: eqx.AbstractVar[float | None]
+    embedding_net: eqx.AbstractVar[eqx.Module | None]
 
     def __check_init__(self):
         # Equinox runs this for every subclass, beside the subclass's own checks.
@@ -108,6 +111,9 @@ class AbstractPosteriorEstimator(eqx.Module):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         check_ema_decay(self.ema_decay)
+        if self.embedding_net is not None and not callable(self.embedding_net):
+            raise TypeError(f"embedding_net must be a callable equinox module mapping one x to a vector, got "
+                            f"{type(self.embedding_net).__name__}")
 
     @property
     @abc.abstractmethod
@@ -145,7 +151,11 @@ class AbstractPosteriorEstimator(eqx.Module):
         xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
         k_build, k_fit = jax.random.split(key)
         if density is None:
-            density = self.build(k_build, theta.shape[1], x.shape[1])
+            if self.embedding_net is None:
+                density = self.build(k_build, theta.shape[1], x.shape[1])
+            else:
+                size = embedding_size(self.embedding_net, x.shape[1])
+                density = Embedded(self.build(k_build, theta.shape[1], size), self.embedding_net, x.shape[1])
         elif (density.theta_dim, density.x_dim) != (theta.shape[1], x.shape[1]):
             raise ValueError(f"density has theta_dim={density.theta_dim}, x_dim={density.x_dim}; the data have "
                              f"{theta.shape[1]} and {x.shape[1]}")

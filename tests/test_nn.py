@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhep.nn import MLP, ResidualMLP, get_activation
+from jaxhep.nn import MLP, PermutationInvariant, ResidualMLP, get_activation
 
 
 def test_mlp_depth_width_and_zero_init():
@@ -28,3 +28,19 @@ def test_bad_arguments():
         get_activation("swishy")
     with pytest.raises(ValueError, match="width"):
         MLP(2, 2, width=0, key=jax.random.key(0))
+
+
+def test_permutation_invariant_summary():
+    net = PermutationInvariant(5, 3, out_size=4, width=16, key=jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (15,))
+    items = x.reshape(5, 3)
+    shuffled = items[jnp.array([3, 0, 4, 2, 1])].ravel()
+    out = net(x)
+    assert out.shape == (4,)
+    np.testing.assert_allclose(np.asarray(net(shuffled)), np.asarray(out), rtol=1e-5, atol=1e-6)
+    # Not invariant to permutations inside an item: the summary does see each item's content.
+    assert not np.allclose(np.asarray(net(items[:, ::-1].ravel())), np.asarray(out))
+    with pytest.raises(ValueError, match="5 items of size 3"):
+        net(jnp.zeros(14))
+    with pytest.raises(ValueError, match="num_items"):
+        PermutationInvariant(0, 3, key=jax.random.key(0))

@@ -111,3 +111,31 @@ def test_input_errors_and_untouched_inputs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         NPE(**(SMALL | dict(max_epochs=1))).fit(jax.random.key(0), theta, x, prior=prior)
+
+
+def test_embedding_net_on_iid_data_matches_conjugate_posterior():
+    # theta ~ N(0, I_2); x = 6 iid draws of N(theta, 0.8^2 I), flattened. The posterior is
+    # N(sum(x) / (sigma^2 + m), I / (1 + m / sigma^2)); the density sees x only through a
+    # permutation-invariant summary trained with it.
+    from jaxhep.nn import PermutationInvariant
+
+    m, sigma = 6, 0.8
+    k1, k2 = jax.random.split(jax.random.key(4))
+    theta = jax.random.normal(k1, (6000, 2))
+    x = (theta[:, None, :] + sigma * jax.random.normal(k2, (6000, m, 2))).reshape(6000, 2 * m)
+    prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
+    emb = PermutationInvariant(m, 2, out_size=8, width=32, key=jax.random.key(5))
+    post = NPE(**(SMALL | dict(learning_rate=1e-3, patience=15, max_epochs=80)), embedding_net=emb).fit(
+        jax.random.key(6), theta, x, prior=prior)
+    assert post.estimator.base.base.x_dim == 8 and post.x_dim == 2 * m
+    x_obs = jnp.array([0.9, -0.3, 1.4, 0.2, 0.4, -0.9, 1.1, 0.1, 0.7, -0.5, 1.3, -0.2])
+    samples = np.asarray(post.sample(jax.random.key(7), x_obs, (20_000,)))
+    prec = 1.0 + m / sigma**2
+    mean = np.asarray(x_obs).reshape(m, 2).sum(0) / sigma**2 / prec
+    np.testing.assert_allclose(samples.mean(0), mean, atol=0.08)
+    np.testing.assert_allclose(samples.std(0), np.sqrt(1.0 / prec), rtol=0.15)
+    with pytest.raises(ValueError, match="embedding network failed"):
+        NPE(**SMALL, embedding_net=PermutationInvariant(5, 2, key=jax.random.key(0))).fit(
+            jax.random.key(0), theta[:100], x[:100], prior=prior)
+    with pytest.raises(TypeError, match="embedding_net"):
+        NPE(**SMALL, embedding_net=3)
