@@ -39,10 +39,11 @@ def main():
             r = run_benchmark(name, seed=args.seed, progress=False, net_overrides=net_over,
                               config_overrides=cfg, tag=f"ablate_{off}", verbose=True)
             rows.append({"switched_off": off, "rel_l2": r["rel_l2"], "train_seconds": r["train_seconds"],
-                         "adam_steps": r["adam_steps"], "lbfgs_iterations": r["lbfgs_iterations"]})
+                         "adam_steps": r["adam_steps"], "lbfgs_iterations": r["lbfgs_iterations"],
+                         "loadavg_start": r["loadavg_start"], "loadavg_end": r["loadavg_end"]})
             with open(os.path.join(args.out, f"pinn_ablation_{name}.json"), "w") as f:
                 json.dump({"problem": name, "budget": budget, "seed": args.seed, "rows": rows,
-                           "note": "wall time on a shared, heavily loaded 2-core CPU; same budget per run"}, f, indent=1)
+                           "note": "same wall-time budget per run; each row records the load average"}, f, indent=1)
         base = rows[0]["rel_l2"]
         lines = [f"| {name}: switched off | rel. L2 | x baseline | Adam steps | L-BFGS its | seconds |",
                  "|---|---|---|---|---|---|"]

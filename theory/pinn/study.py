@@ -55,6 +55,7 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(pts), min(monitor_points, len(pts)), replace=False)
     key = jax.random.key(seed)
+    load_start = list(os.getloadavg())
     knet, ktrain = jax.random.split(key)
     with float64(config.float64):
         net = bench.make_net(knet, **(net_overrides or {}))
@@ -89,8 +90,10 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
         "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
         "coefficients": coeffs,
         "device": str(jax.devices()[0]),
-        "note": "wall time on a shared, heavily loaded 2-core CPU (other engineers' jobs running); train_seconds "
-                "includes compilation, the budgets count after it",
+        "loadavg_start": load_start,
+        "loadavg_end": list(os.getloadavg()),
+        "note": "train_seconds includes compilation; the wall-time budgets count after it. The load averages "
+                "(1, 5, 15 min) say how busy the machine was",
     }
     if bench.truth:
         result["truth"] = bench.truth
