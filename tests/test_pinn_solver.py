@@ -193,3 +193,45 @@ def test_cli_registers_pinn_subcommand():
     assert args.out == "./jaxhep-out" and args.func.__name__ == "handler"
     with pytest.raises(SystemExit):
         parser.parse_args(["pinn", "navier_stokes"])
+
+
+def test_time_windows_dispatch_by_time():
+    from jaxhep.theory.pinn.marching import TimeWindows
+
+    nets = [lambda x, v=v: jnp.array([v]) for v in (1.0, 2.0, 3.0)]
+    tw = TimeWindows(nets, [0.0, 0.5, 0.75, 1.0], time_dim=1)
+    ts = jnp.array([0.0, 0.49, 0.5, 0.6, 0.75, 1.0])
+    out = jax.vmap(lambda t: tw(jnp.array([0.3, t])))(ts)
+    np.testing.assert_array_equal(np.asarray(out[:, 0]), [1, 1, 2, 2, 3, 3])
+    with pytest.raises(ValueError, match="window edges"):
+        TimeWindows(nets, [0.0, 1.0], time_dim=1)
+
+
+def test_time_marching_carries_the_solution_across_windows(x64):
+    # u_t + 3 u_x = 0, periodic in x, u0 = sin x: exact u = sin(x - 3 t). Two windows, each
+    # starting from the previous window's solution at its end.
+    from jaxhep.theory.pinn.marching import solve_time_marching
+
+    speed = 3.0
+    box = Box([0.0, 0.0], [2 * np.pi, 1.0], time_dim=1, names=("x", "t"))
+    prob = PDEProblem(box, lambda u, x, c: partial(u, x, 1) + c["c"] * partial(u, x, 0),
+                      [Initial(lambda x: jnp.sin(x[0]), 1, n=64)], known={"c": speed}, name="adv")
+    cfg = TrainConfig(steps=200, batch=128, learning_rate=5e-3, warmup=20, decay_steps=100, sampler="lhs",
+                      balance=False, lbfgs_steps=200, lbfgs_points=128, chunk=100, progress=False)
+
+    def make_net(k, b):
+        return PINNNet(2, 1, width=16, depth=2, lower=b.lower, upper=b.upper, periodic={0: 2 * np.pi}, key=k)
+
+    g = np.stack(np.meshgrid(np.linspace(0, 2 * np.pi, 40), np.linspace(0, 1, 31), indexing="ij"), -1).reshape(-1, 2)
+    exact = np.sin(g[:, 0] - speed * g[:, 1])
+    model, hist = solve_time_marching(jax.random.key(0), prob, make_net, cfg, 2, eval_points=g, eval_values=exact)
+    assert len(model.net.nets) == 2 and model.net.edges == (0.0, 0.5, 1.0)
+    assert np.all(np.diff(hist.step) > 0) and np.all(np.diff(hist.seconds) >= 0)
+    err = float(pinn.relative_l2(prob.predict(model, g), exact))
+    assert err < 2e-2, err
+    with pytest.raises(ValueError, match="exactly one initial condition"):
+        solve_time_marching(jax.random.key(0), PDEProblem(box, prob.residual, [], known={"c": speed}), make_net,
+                            cfg, 2)
+    with pytest.raises(ValueError, match="unknown coefficients"):
+        solve_time_marching(jax.random.key(0), PDEProblem(box, prob.residual, prob.conditions,
+                                                          unknown={"c": 1.0}), make_net, cfg, 2)

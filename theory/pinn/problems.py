@@ -40,6 +40,7 @@ class Benchmark:
         reference: reference solution on that grid, shape tuple(len(a) for a in axes).
         truth: true values of the unknown coefficients (inverse problems).
         techniques: technique name -> (net_kwargs overrides, config overrides) that switch it off.
+        windows: number of time windows for time marching (1: one network on the whole box).
     """
 
     name: str
@@ -50,6 +51,7 @@ class Benchmark:
     reference: np.ndarray
     truth: dict = dataclasses.field(default_factory=dict)
     techniques: dict = dataclasses.field(default_factory=dict)
+    windows: int = 1
 
     def make_net(self, key: PRNGKeyArray, **overrides: Any) -> PINNNet:
         """Build the network (float64 parameters when called inside `float64()`)."""

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhep.theory.pinn.marching import solve_time_marching
 from jaxhep.theory.pinn.plots import plot_result
 from jaxhep.theory.pinn.precision import float64
 from jaxhep.theory.pinn.problems import get_benchmark
@@ -34,7 +35,8 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
         lbfgs_steps: L-BFGS iterations (default: the benchmark's).
         out: directory for the JSON and plot (None: write nothing).
         progress: progress bar.
-        net_overrides, config_overrides: changes to the network/training settings.
+        net_overrides, config_overrides: changes to the network/training settings;
+            config_overrides may also set "windows" (time-marching windows, 1 for none).
         monitor_points: reference points used to record the error during training.
         tag: suffix of the output file names.
         verbose: print the summary line.
@@ -44,6 +46,7 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
     """
     bench = get_benchmark(name)
     cfg = dict(config_overrides or {})
+    windows = int(cfg.pop("windows", bench.windows))
     if steps is not None:
         cfg["steps"] = int(steps)
     if lbfgs_steps is not None:
@@ -60,13 +63,21 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
     with float64(config.float64):
         net = bench.make_net(knet, **(net_overrides or {}))
         t0, c0 = time.perf_counter(), time.process_time()
-        model, hist = solve(ktrain, bench.problem, net, config, eval_points=pts[idx], eval_values=ref[idx])
+        if windows > 1:
+            def make_net(k, box):
+                return bench.make_net(k, **{"lower": box.lower, "upper": box.upper, **(net_overrides or {})})
+
+            model, hist = solve_time_marching(ktrain, bench.problem, make_net, config, windows,
+                                              eval_points=pts[idx], eval_values=ref[idx])
+        else:
+            model, hist = solve(ktrain, bench.problem, net, config, eval_points=pts[idx], eval_values=ref[idx])
         seconds = time.perf_counter() - t0
         cpu_seconds = time.process_time() - c0
         pred = np.asarray(bench.problem.predict(model, jnp.asarray(pts)))
         err = float(relative_l2(pred, ref))
         coeffs = {k: float(v) for k, v in bench.problem.coefficients(model).items()}
     phase = np.asarray(hist.phase)
+    increments = np.diff(np.concatenate([[0], np.asarray(hist.step)]))  # steps per history entry
     result: dict[str, Any] = {
         "problem": name,
         "tag": tag,
@@ -76,9 +87,9 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
         "train_cpu_seconds": cpu_seconds,
         "compile_seconds": hist.compile_seconds,
         "train_seconds_excluding_compile": seconds - hist.compile_seconds,
-        "adam_steps": int(hist.step[phase == 0][-1]) if np.any(phase == 0) else 0,
-        "lbfgs_iterations": int(hist.step[-1] - (hist.step[phase == 0][-1] if np.any(phase == 0) else 0))
-        if np.any(phase == 1) else 0,
+        "adam_steps": int(np.sum(increments[phase == 0])),
+        "lbfgs_iterations": int(np.sum(increments[phase == 1])),
+        "time_windows": windows,
         "final_loss": float(hist.loss[-1]),
         "term_names": list(hist.term_names),
         "final_terms": [float(v) for v in hist.terms[-1]],
