@@ -29,6 +29,7 @@ import numpy as np
 
 TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture", "slcp", "bernoulli_glm")
 METHODS = ("npe", "npse", "npse_vp", "fmpe")
+DEEPSETS = tuple(m + "_deepsets" for m in ("npe", "npse", "fmpe"))
 
 SBI_SCRIPT = r"""
 import json, sys, time
@@ -58,16 +59,27 @@ for name in sys.argv[3].split(","):
     except Exception:
         epochs = None
     out[name] = {"train_s": train_s, "sample_s": sample_s, "epochs": epochs}
-print(json.dumps(out))
+with open(sys.argv[2] + "_info.json", "w") as f:
+    json.dump(out, f)
 """
 
 
-def build(method: str, max_epochs: int | None):
+# Tasks whose x is a set of iid draws: (number of draws, size of each), for the "_deepsets"
+# variants, which summarise x with a permutation-invariant embedding trained with the density.
+IID_STRUCTURE = {"slcp": (4, 2)}
+
+
+def build(method: str, max_epochs: int | None, task_name: str):
+    from jaxhep.nn import PermutationInvariant
     from jaxhep.sbi import FMPE, NPE, NPSE
 
     kw = {"progress": False}
     if max_epochs is not None:
         kw["max_epochs"] = max_epochs
+    if method.endswith("_deepsets"):
+        items, size = IID_STRUCTURE[task_name]
+        kw["embedding_net"] = PermutationInvariant(items, size, out_size=20, width=64, key=jax.random.key(11))
+        method = method.removesuffix("_deepsets")
     return {"npe": lambda: NPE(**kw), "npse": lambda: NPSE(sde="ve", **kw), "npse_vp": lambda: NPSE(sde="vp", **kw),
             "fmpe": lambda: FMPE(**kw)}[method]()
 
@@ -78,7 +90,8 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
-    p.add_argument("--methods", nargs="*", default=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=list(METHODS),
+                   help=f"ours: {METHODS + DEEPSETS} (the _deepsets ones run only on {sorted(IID_STRUCTURE)})")
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own)")
@@ -113,7 +126,9 @@ def main(argv=None):
             save()
 
         for method in args.methods:
-            est = build(method, args.max_epochs)
+            if method.endswith("_deepsets") and task_name not in IID_STRUCTURE:
+                continue
+            est = build(method, args.max_epochs, task_name)
             t0 = time.perf_counter()
             post = est.fit(jax.random.key(1), theta, x, prior=task.prior)
             train_s = time.perf_counter() - t0
@@ -126,7 +141,7 @@ def main(argv=None):
                 s = np.asarray(sample(jax.random.key(3 + i), xo).block_until_ready())
                 sample_s.append(time.perf_counter() - t0)
                 samples.append(s)
-                if method != "npe" or i == 0:
+                if not method.startswith("npe") or i == 0:
                     logp(s[:100], xo).block_until_ready()
                     t0 = time.perf_counter()
                     lp = logp(s[100:200], xo).block_until_ready()
@@ -154,7 +169,9 @@ def main(argv=None):
                         f"sbi peers on {task_name} failed: {proc.stderr[-2000:]}")
                     save()
                     continue
-                info = json.loads(proc.stdout.strip().splitlines()[-1])
+                # sbi prints its own messages on stdout; the timings come back in a file.
+                with open(os.path.join(tmp, "s_info.json")) as f:
+                    info = json.load(f)
                 for name, v in info.items():
                     samples = list(np.load(os.path.join(tmp, f"s_{name}.npy")))
                     record(name, v["train_s"], v["epochs"], samples, v["sample_s"])
