@@ -8,6 +8,7 @@ with exact or in-project reference solutions; `run_benchmark` trains one end to 
 
 from jaxhep.theory.pinn.derivatives import gradient, hessian, laplacian, partial
 from jaxhep.theory.pinn.domain import Box, rad_resample, unit_sample
+from jaxhep.theory.pinn.marching import TimeWindows, solve_time_marching
 from jaxhep.theory.pinn.networks import Dense, PINNNet
 from jaxhep.theory.pinn.precision import float64
 from jaxhep.theory.pinn.problem import (Dirichlet, Initial, Neumann, Observations, PDEProblem, Periodic,
@@ -19,7 +20,9 @@ from jaxhep.theory.pinn.study import run_benchmark
 
 __all__ = [
     "BUILTINS", "Benchmark", "Box", "Dense", "Dirichlet", "History", "Initial", "Neumann", "Observations",
-    "PDEProblem", "PINNModel", "PINNNet", "PINNSolver", "Periodic", "StepInfo", "TrainConfig", "TrainState",
+    "PDEProblem", "PINNModel", "PINNNet", "PINNSolver", "Periodic", "StepInfo", "TimeWindows", "TrainConfig",
+    "TrainState",
     "allen_cahn_spectral", "burgers_cole_hopf", "float64", "get_benchmark", "gradient", "hessian",
-    "laplacian", "partial", "rad_resample", "relative_l2", "run_benchmark", "solve", "unit_sample",
+    "laplacian", "partial", "rad_resample", "relative_l2", "run_benchmark", "solve", "solve_time_marching",
+    "unit_sample",
 ]

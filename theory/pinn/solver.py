@@ -8,6 +8,7 @@ many steps inside `lax.scan` chunks with a progress bar, a wall-time budget and 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -389,7 +390,10 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     sampler = "lhs" if c.sampler in ("rad", "uniform") else c.sampler
     box = prob.domain
     kr, kc = jax.random.split(key)
-    lb_solver = solver
+    # Causal weights are stop-gradient factors: with them the objective's gradient is not the
+    # derivative of its value, and the line search stalls (seen on advection at c = 50, where
+    # the weights are far from 1). L-BFGS therefore minimises the plain weighted loss.
+    lb_solver = PINNSolver(prob, dataclasses.replace(c, causal=False)) if c.causal else solver
 
     def residual_points(k, m):
         """The residual set: a space-filling one, or RAD-chosen with the model m."""
