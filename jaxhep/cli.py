@@ -19,11 +19,12 @@ def _available_methods() -> tuple[str, ...]:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="two_moons", help="benchmark task (default two_moons)")
-    parser.add_argument("--method", default="npe", help="npe (default); npse or fmpe where installed")
+    parser.add_argument("--method", default="npe", help="npe (default), npse or fmpe")
     parser.add_argument("--density-estimator", default="nsf", help="NPE density: nsf, nsf_autoregressive, maf, mdn")
     parser.add_argument("--simulations", type=int, default=10_000, help="training simulations (default 10000)")
     parser.add_argument("--observation", type=int, default=1, help="built-in observation number (1-10)")
     parser.add_argument("--num-samples", type=int, default=10_000, help="posterior samples to draw (default 10000)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs (default: the method's)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--out", default="./jaxhep-out", help="output directory (default ./jaxhep-out)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -65,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     t_sim = time.perf_counter() - t0
     say(f"simulated {args.simulations} {task.name} pairs in {t_sim:.1f} s")
 
+    settings = {"progress": progress}
+    if args.max_epochs is not None:
+        settings["max_epochs"] = args.max_epochs
     if args.method == "npe":
-        estimator = sbi_pkg.NPE(density_estimator=args.density_estimator, progress=progress)
-    else:
-        estimator = getattr(sbi_pkg, args.method.upper())(progress=progress)
+        settings["density_estimator"] = args.density_estimator
+    estimator = getattr(sbi_pkg, args.method.upper())(**settings)
     t0 = time.perf_counter()
     posterior = estimator.fit(k_fit, theta, x, prior=task.prior)
     t_train = time.perf_counter() - t0

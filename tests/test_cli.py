@@ -32,3 +32,13 @@ def test_all_subcommands_are_registered():
     parser = build_parser()
     for argv in (["run"], ["lattice", "phi4"], ["pinn", "poisson"]):
         assert callable(parser.parse_args(argv).func)
+
+
+def test_run_accepts_the_diffusion_methods(tmp_path):
+    for method in ("fmpe", "npse"):
+        code = main(["run", "--method", method, "--simulations", "500", "--max-epochs", "3", "--num-samples", "500",
+                     "--out", str(tmp_path), "--no-progress"])
+        assert code == 0
+        summary = json.loads((tmp_path / f"two_moons_{method}_summary.json").read_text())
+        assert summary["epochs"] == 3 and 0.45 <= summary["c2st"] <= 1.0
+        assert (tmp_path / f"two_moons_{method}_corner.png").stat().st_size > 5000
