@@ -84,6 +84,22 @@ def build(method: str, max_epochs: int | None, task_name: str):
             "fmpe": lambda: FMPE(**kw)}[method]()
 
 
+def markdown(results: dict) -> str:
+    """The rows as a markdown table: task, method, mean C2ST, training seconds, epochs, sampling and
+    log_prob seconds, and for each of our methods the training-time ratio to sbi's same method."""
+    rows = results["rows"]
+    sbi_train = {(r["task"], r["method"][4:]): r["train_s"] for r in rows if r["method"].startswith("sbi_")}
+    lines = ["| task | method | C2ST (mean) | train s | epochs | 10^4 samples s | log_prob(100) s | sbi train s / ours |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        peer = sbi_train.get((r["task"], r["method"]))
+        ratio = f"{peer / r['train_s']:.1f}" if peer else ""
+        lp = f"{np.mean(r['log_prob_100_s']):.3f}" if r.get("log_prob_100_s") else ""
+        lines.append(f"| {r['task']} | {r['method']} | {r['c2st_mean']:.3f} | {r['train_s']:.1f} | {r['epochs']} | "
+                     f"{np.mean(r['sample_10k_s']):.2f} | {lp} | {ratio} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from jaxhep.diagnostics import c2st
     from jaxhep.simulators import get_task
@@ -99,7 +115,12 @@ def main(argv=None):
                                                         "bin", "python"))
     p.add_argument("--sbi-methods", nargs="*", default=["sbi_fmpe", "sbi_npse"])
     p.add_argument("--out", default="experiments/results/benchmarks/diffusion_table.json")
+    p.add_argument("--summarize", metavar="JSON", help="only print the markdown table of an earlier run's JSON")
     args = p.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as f:
+            print(markdown(json.load(f)))
+        return
 
     results = {"config": vars(args), "loadavg_start": os.getloadavg(), "rows": []}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -176,6 +197,10 @@ def main(argv=None):
                     samples = list(np.load(os.path.join(tmp, f"s_{name}.npy")))
                     record(name, v["train_s"], v["epochs"], samples, v["sample_s"])
     save()
+    table = markdown(results)
+    print(table)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(table + "\n")
 
 
 if __name__ == "__main__":
