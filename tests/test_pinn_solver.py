@@ -216,8 +216,9 @@ def test_time_marching_carries_the_solution_across_windows(x64):
     box = Box([0.0, 0.0], [2 * np.pi, 1.0], time_dim=1, names=("x", "t"))
     prob = PDEProblem(box, lambda u, x, c: partial(u, x, 1) + c["c"] * partial(u, x, 0),
                       [Initial(lambda x: jnp.sin(x[0]), 1, n=64)], known={"c": speed}, name="adv")
-    cfg = TrainConfig(steps=200, batch=128, learning_rate=5e-3, warmup=20, decay_steps=100, sampler="lhs",
-                      balance=False, lbfgs_steps=200, lbfgs_points=128, chunk=100, progress=False)
+    # Steps are for the whole run: 200 Adam steps and 200 L-BFGS iterations per window.
+    cfg = TrainConfig(steps=400, batch=128, learning_rate=5e-3, warmup=20, decay_steps=100, sampler="lhs",
+                      balance=False, lbfgs_steps=400, lbfgs_points=128, chunk=100, progress=False)
 
     def make_net(k, b):
         return PINNNet(2, 1, width=16, depth=2, lower=b.lower, upper=b.upper, periodic={0: 2 * np.pi}, key=k)
@@ -227,6 +228,7 @@ def test_time_marching_carries_the_solution_across_windows(x64):
     model, hist = solve_time_marching(jax.random.key(0), prob, make_net, cfg, 2, eval_points=g, eval_values=exact)
     assert len(model.net.nets) == 2 and model.net.edges == (0.0, 0.5, 1.0)
     assert np.all(np.diff(hist.step) > 0) and np.all(np.diff(hist.seconds) >= 0)
+    assert hist.step[-1] <= 800 and np.sum(hist.phase == 0) == 4  # two Adam chunks of 100 per window
     err = float(pinn.relative_l2(prob.predict(model, g), exact))
     assert err < 2e-2, err
     with pytest.raises(ValueError, match="exactly one initial condition"):

@@ -73,7 +73,8 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
             initial condition in every window).
         make_net: function (key, window box) -> network for that window (its input scaling
             should use the window's bounds).
-        config: training settings of each window (budgets count per window).
+        config: training settings of the whole run: each window gets 1/windows of the Adam
+            steps, the L-BFGS iterations and the two wall-time budgets.
         windows: number of equal time windows.
         eval_points, eval_values: optional monitoring points and reference values; each window
             records its error on the points inside it.
@@ -99,6 +100,10 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
     if (eval_points is None) != (eval_values is None):
         raise ValueError("give both eval_points and eval_values, or neither")
     ic = _initial_condition(problem)
+    share = lambda v: None if v is None else v / windows  # noqa: E731
+    config = dataclasses.replace(
+        config, steps=-(-config.steps // windows), lbfgs_steps=-(-config.lbfgs_steps // windows),
+        max_seconds=share(config.max_seconds), lbfgs_max_seconds=share(config.lbfgs_max_seconds))
     others = tuple(c for c in problem.conditions if c is not ic)
     edges = np.linspace(box.lower[td], box.upper[td], windows + 1)
     ep = None if eval_points is None else np.asarray(eval_points)
