@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.densities import AbstractConditionalDensity, Embedded, Standardized, embedding_size, make_standardizer
+from jaxhep.densities import (SUPPORTS, AbstractConditionalDensity, Embedded, Standardized, embedding_size,
+                              make_standardizer, truncation_bounds)
 from jaxhep.training import History, check_ema_decay, drop_nonfinite, fit
 
 
@@ -82,7 +83,8 @@ class AbstractPosteriorEstimator(eqx.Module):
     """Amortized posterior estimation: fit a conditional density q(theta | x) on (theta, x) pairs.
 
     Subclasses name their method and build the density (`build`); `fit` is shared: it checks
-    the data, z-scores theta (after mapping a bounded prior's support to R^d) and x, trains
+    the data, z-scores theta (after mapping a bounded prior's support to R^d, or, with
+    support="truncate", keeping theta as it is and rejecting samples outside the prior) and x, trains
     with `jaxhep.training.fit` on the density's own loss, and returns a `Posterior`. With an
     `embedding_net`, the density is conditioned on the embedding of the z-scored x, and the
     embedding is trained with it (`jaxhep.densities.Embedded`).
@@ -99,6 +101,7 @@ class AbstractPosteriorEstimator(eqx.Module):
     z_score_x: eqx.AbstractVar[bool]
     ema_decay: eqx.AbstractVar[float | None]
     embedding_net: eqx.AbstractVar[eqx.Module | None]
+    support: eqx.AbstractVar[str]
 
     def __check_init__(self):
         # Equinox runs this for every subclass, beside the subclass's own checks.
@@ -111,6 +114,8 @@ class AbstractPosteriorEstimator(eqx.Module):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         check_ema_decay(self.ema_decay)
+        if self.support not in SUPPORTS:
+            raise ValueError(f"unknown support {self.support!r}; expected one of {SUPPORTS}")
         if self.embedding_net is not None and not callable(self.embedding_net):
             raise TypeError(f"embedding_net must be a callable equinox module mapping one x to a vector, got "
                             f"{type(self.embedding_net).__name__}")
@@ -146,7 +151,7 @@ class AbstractPosteriorEstimator(eqx.Module):
         """
         theta, x = check_training_data(theta, x, prior)
         to_base, x_loc, x_scale = make_standardizer(theta, x, prior, z_score_theta=self.z_score_theta,
-                                                    z_score_x=self.z_score_x)
+                                                    z_score_x=self.z_score_x, support=self.support)
         z = np.asarray(jax.jit(jax.vmap(to_base.transform))(theta))
         xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
         k_build, k_fit = jax.random.split(key)
@@ -164,7 +169,8 @@ class AbstractPosteriorEstimator(eqx.Module):
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay)
-        return Posterior(Standardized(trained, to_base, x_loc, x_scale), history, self.method)
+        low, high = truncation_bounds(prior, theta.shape[1], self.support)
+        return Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
 
 
 def _mean_loss(model: AbstractConditionalDensity, key, batch) -> Float[Array, ""]:

@@ -32,6 +32,9 @@ class NPE(AbstractPosteriorEstimator):
             (see `jaxhep.training.fit`). The default 0.99 averages over about the last 100 steps;
             on bernoulli_glm at 10^4 simulations it lowered the mean C2ST over 10 observations
             from 0.654 to 0.630. None switches averaging off.
+        support: for a bounded prior, "transform" (train in the image of a logit-type map of the
+            prior's box, so that no sample can leave it) or "truncate" (train on theta itself and
+            reject samples outside the box; `log_prob` is then not renormalised).
         embedding_net: an equinox module mapping one (z-scored) x to a vector of summary
             features, trained together with the density, e.g.
             `jaxhep.nn.PermutationInvariant` for x made of iid draws. None: condition on x itself.
@@ -56,6 +59,7 @@ class NPE(AbstractPosteriorEstimator):
     z_score_x: bool = True
     ema_decay: float | None = 0.99
     embedding_net: eqx.Module | None = None
+    support: str = "transform"
 
     def __check_init__(self):
         if self.density_estimator not in DENSITY_ESTIMATORS:

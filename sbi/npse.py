@@ -44,6 +44,8 @@ class NPSE(AbstractPosteriorEstimator):
         rtol, atol: ODE solver tolerances for sampling and log_prob.
         batch_size, learning_rate, validation_fraction, patience, max_epochs, progress,
         clip_norm, z_score_theta, z_score_x, ema_decay, embedding_net: as in `NPE`.
+        support: as in `NPE`, but "truncate" by default: the logit map of a box prior cost the
+            ODE models accuracy (FMPE on gaussian_mixture 0.73 with it, 0.60 without).
 
     Raises:
         ValueError: for an unknown SDE or invalid sizes.
@@ -70,6 +72,7 @@ class NPSE(AbstractPosteriorEstimator):
     z_score_x: bool = True
     ema_decay: float | None = 0.999
     embedding_net: eqx.Module | None = None
+    support: str = "truncate"
 
     def __check_init__(self):
         if self.sde not in SDES:

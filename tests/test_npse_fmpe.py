@@ -6,6 +6,7 @@ the learned density integrates to one, it is -inf outside a bounded prior's supp
 samples respect that support.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +63,31 @@ def test_bounded_prior_support_and_batched_observations():
     assert np.all(np.abs(np.asarray(s)) < 1.0)
     lp = post.log_prob(jnp.array([[0.0, 0.0], [1.5, 0.0]]), xs[0])
     assert np.isfinite(float(lp[0])) and float(lp[1]) == -np.inf
+
+
+@pytest.mark.parametrize("support", ["truncate", "transform"])
+def test_support_handling_keeps_samples_in_the_box(support):
+    # Three epochs leave a wide model that puts much of its mass outside [-1, 1]^2: truncation
+    # rejects those draws, the transform never makes them.
+    prior = dist.Independent(dist.Uniform(-jnp.ones(2), jnp.ones(2)), 1)
+    k1, k2 = jax.random.split(jax.random.key(8))
+    theta = prior.sample(k1, (300,))
+    x = theta + 0.1 * jax.random.normal(k2, theta.shape)
+    post = FMPE(**SMALL, support=support).fit(jax.random.key(9), theta, x, prior=prior)
+    assert (post.estimator.low is not None) == (support == "truncate")
+    s = np.asarray(post.sample(jax.random.key(10), jnp.array([0.9, 0.9]), (2000,)))
+    assert s.shape == (2000, 2) and np.all(np.abs(s) <= 1.0)
+    if support == "truncate":
+        # The untruncated model does leak, so the rejection did work here.
+        raw = np.asarray(post.estimator._draw(jax.random.key(10), jnp.array([0.9, 0.9]), 2000))
+        assert np.mean(np.any(np.abs(raw) > 1.0, axis=1)) > 0.01
+        # A box that holds (almost) none of the mass: sampling stops with an error.
+        tiny = eqx.tree_at(lambda p: (p.estimator.low, p.estimator.high), post,
+                           (jnp.array([0.999, 0.999]), jnp.array([1.0, 1.0])))
+        with pytest.raises(Exception, match="leaks almost all its mass"):
+            tiny.sample(jax.random.key(11), jnp.array([0.0, 0.0]), (1000,))
+    with pytest.raises(ValueError, match="unknown support"):
+        FMPE(**SMALL, support="clip")
 
 
 def test_npse_records_prior_moments_for_iid_sampling():

@@ -12,30 +12,52 @@ from jaxhep.bijections import AbstractBijection, Affine, BoxToReal, Chain, Inver
 from jaxhep.densities.base import AbstractConditionalDensity
 
 
+SUPPORTS = ("transform", "truncate")
+MAX_REJECTION_ROUNDS = 100
+
+
 class Standardized(AbstractConditionalDensity):
     """A density trained in a standardised space, seen from the user's space.
 
-    theta is mapped by `to_base` (support map to R^d, then z-scoring) and x is z-scored; the
-    wrapped `base` density lives in that space. Points outside the support get log-density
-    -inf and samples always lie inside it, since they are images of R^d.
+    theta is mapped by `to_base` (z-scoring, after a support map to R^d when the prior is
+    bounded and support="transform") and x is z-scored; the wrapped `base` density lives in
+    that space. Points outside the support get log-density -inf, and samples always lie inside
+    it: with the support map because they are images of R^d, with truncation (`low`/`high`
+    given) because draws outside the box are rejected and drawn again.
 
     Arguments:
         base: the density in the standardised space.
         to_base: unconditional bijection from theta to the base's space.
         x_loc, x_scale: z-scoring of x.
+        low, high: the prior's box for truncation (None: no truncation). With truncation,
+            `log_prob` is the model's density inside the box without renormalisation, i.e. low by
+            log(1 - leaked mass); sampling stops with an error if fewer than the requested
+            draws lie inside after `MAX_REJECTION_ROUNDS` rounds.
     """
 
     base: AbstractConditionalDensity
     to_base: AbstractBijection
     x_loc: Float[Array, " c"]
     x_scale: Float[Array, " c"]
+    low: Float[Array, " d"] | None
+    high: Float[Array, " d"] | None
     theta_dim: int = eqx.field(static=True)
     x_dim: int = eqx.field(static=True)
 
-    def __init__(self, base, to_base, x_loc, x_scale):
+    def __init__(self, base, to_base, x_loc, x_scale, low=None, high=None):
         self.base, self.to_base = base, to_base
         self.x_loc, self.x_scale = jnp.asarray(x_loc), jnp.asarray(x_scale)
+        if (low is None) != (high is None):
+            raise ValueError("give both low and high for truncation, or neither")
+        self.low = None if low is None else jnp.asarray(low, jnp.float32)
+        self.high = None if high is None else jnp.asarray(high, jnp.float32)
         self.theta_dim, self.x_dim = base.theta_dim, base.x_dim
+
+    def _inside(self, theta):
+        inside = self.to_base.in_domain(theta)
+        if self.low is not None:
+            inside = inside & jnp.all((theta >= self.low) & (theta <= self.high), axis=-1)
+        return inside
 
     def standardize_x(self, x):
         """x in the base's space."""
@@ -44,14 +66,39 @@ class Standardized(AbstractConditionalDensity):
     def _log_prob(self, theta, x):
         z, log_det = self.to_base.transform_and_log_det(theta)
         lp = self.base._log_prob(z, self.standardize_x(x)) + log_det
-        return jnp.where(self.to_base.in_domain(theta), lp, -jnp.inf)
+        return jnp.where(self._inside(theta), lp, -jnp.inf)
 
     def _sample(self, key, x):
+        if self.low is not None:
+            return self._sample_n(key, x, 1)[0]
         return self.to_base.inverse(self.base._sample(key, self.standardize_x(x)))
 
+    def _draw(self, key, x, n):
+        return jax.vmap(self.to_base.inverse)(self.base._sample_n(key, self.standardize_x(x), n))
+
     def _sample_n(self, key, x, n):
-        z = self.base._sample_n(key, self.standardize_x(x), n)
-        return jax.vmap(self.to_base.inverse)(z)
+        if self.low is None:
+            return self._draw(key, x, n)
+
+        # Rejection inside the prior's box: each round draws n and keeps those inside, in order,
+        # until n are kept.
+        def more(state):
+            return (state[2] < n) & (state[3] < MAX_REJECTION_ROUNDS)
+
+        def round_(state):
+            k, out, kept, rounds = state
+            k, sub = jax.random.split(k)
+            theta = self._draw(sub, x, n)
+            ok = jax.vmap(self._inside)(theta)
+            slot = jnp.where(ok, kept + jnp.cumsum(ok) - 1, n)
+            return k, out.at[slot].set(theta, mode="drop"), kept + jnp.sum(ok), rounds + 1
+
+        start = (key, jnp.zeros((n, self.theta_dim), self.low.dtype), jnp.zeros((), jnp.int32),
+                 jnp.zeros((), jnp.int32))
+        _, out, kept, _ = jax.lax.while_loop(more, round_, start)
+        return eqx.error_if(out, kept < n, f"fewer than the requested samples fell inside the prior's support "
+                                           f"after {MAX_REJECTION_ROUNDS} rounds of rejection: the posterior "
+                                           f"leaks almost all its mass; fit with support='transform'")
 
     def loss(self, key, theta, x):
         return self.base.loss(key, self.to_base.transform(theta), self.standardize_x(x))
@@ -65,21 +112,28 @@ def _robust_loc_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return loc, scale
 
 
-def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_score_x: bool = True):
-    """Fit the support map and z-scoring used by `Standardized` on training data.
+def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_score_x: bool = True,
+                      support: str = "transform"):
+    """Fit the support handling and z-scoring used by `Standardized` on training data.
 
     Arguments:
         theta: (n, d) parameters, inside the prior's support.
         x: (n, c) data.
         prior: numpyro prior whose support bounds are respected (None: unbounded).
         z_score_theta, z_score_x: whether to z-score each.
+        support: for a bounded prior, "transform" (a logit-type map of the box to R^d before
+            z-scoring) or "truncate" (z-scoring only; `Standardized` then rejects draws outside
+            the box, see `truncation_bounds`).
 
     Returns:
         (to_base bijection, x_loc, x_scale).
 
     Raises:
-        ValueError: when training theta lies outside the prior's support.
+        ValueError: when training theta lies outside the prior's support, or for an unknown
+            `support`.
     """
+    if support not in SUPPORTS:
+        raise ValueError(f"unknown support {support!r}; expected one of {SUPPORTS}")
     theta = np.asarray(theta, dtype=np.float32)
     d = theta.shape[1]
     layers = []
@@ -90,7 +144,7 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
         if outside.any():
             raise ValueError(f"{int(outside.sum())} of {len(theta)} training theta lie outside the prior's support "
                              f"[{low.tolist()}, {high.tolist()}]")
-        if np.isfinite(low).any() or np.isfinite(high).any():
+        if support == "transform" and (np.isfinite(low).any() or np.isfinite(high).any()):
             box = BoxToReal(low, high)
             layers.append(box)
             u = np.asarray(jax.jit(jax.vmap(box.transform))(theta))
@@ -106,3 +160,13 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
     else:
         x_loc, x_scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
     return to_base, jnp.asarray(x_loc, jnp.float32), jnp.asarray(x_scale, jnp.float32)
+
+
+def truncation_bounds(prior, d: int, support: str):
+    """(low, high) for `Standardized` when `support` is "truncate" and the prior is bounded, else (None, None)."""
+    if support != "truncate" or prior is None:
+        return None, None
+    low, high = support_bounds(prior, d)
+    if not (np.isfinite(low).any() or np.isfinite(high).any()):
+        return None, None
+    return low, high
