@@ -146,5 +146,10 @@ def sample_iid(key: PRNGKeyArray, posterior: Posterior, x_obs: Float[Array, "m c
 @eqx.filter_jit
 def _sample_iid(key, est, x_obs, num_samples, num_cov_samples):
     xs = jax.vmap(est.standardize_x)(x_obs)
-    z = est.base.sample_iid(key, xs, num_samples, num_cov_samples=num_cov_samples)
-    return jax.vmap(est.to_base.inverse)(z)
+
+    def draw(k):
+        z = est.base.sample_iid(k, xs, num_samples, num_cov_samples=num_cov_samples)
+        return jax.vmap(est.to_base.inverse)(z)
+
+    # With support="truncate", samples outside the prior's box are drawn again.
+    return draw(key) if est.low is None else est.inside_only(key, draw)

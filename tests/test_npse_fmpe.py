@@ -137,3 +137,14 @@ def test_fit_rejects_bad_data_like_npe(est):
     prior2 = dist.MultivariateNormal(jnp.zeros(2), jnp.eye(2))
     with pytest.raises(ValueError, match="dimension"):
         est.fit(jax.random.key(0), theta, x, prior=prior2)
+
+
+def test_sample_iid_keeps_samples_in_a_box_prior():
+    prior = dist.Independent(dist.Uniform(-jnp.ones(1), jnp.ones(1)), 1)
+    k1, k2 = jax.random.split(jax.random.key(12))
+    theta = prior.sample(k1, (300,))
+    x = theta + 0.3 * jax.random.normal(k2, theta.shape)
+    post = NPSE(**SMALL).fit(jax.random.key(13), theta, x, prior=prior)
+    s = np.asarray(sample_iid(jax.random.key(14), post, jnp.array([[0.9], [0.95], [1.1]]), 500,
+                              num_cov_samples=50))
+    assert s.shape == (500, 1) and np.all(np.abs(s) <= 1.0)

@@ -79,22 +79,26 @@ class Standardized(AbstractConditionalDensity):
     def _sample_n(self, key, x, n):
         if self.low is None:
             return self._draw(key, x, n)
+        return self.inside_only(key, lambda k: self._draw(k, x, n))
 
-        # Rejection inside the prior's box: each round draws n and keeps those inside, in order,
-        # until n are kept.
+    def inside_only(self, key, draw):
+        """Rejection inside the prior's box: `draw(key)` returns (n, d) samples; rounds of draws
+        keep those inside, in order, until n are kept (an error after `MAX_REJECTION_ROUNDS`)."""
+        first = jax.eval_shape(draw, key)
+        n = first.shape[0]
+
         def more(state):
             return (state[2] < n) & (state[3] < MAX_REJECTION_ROUNDS)
 
         def round_(state):
             k, out, kept, rounds = state
             k, sub = jax.random.split(k)
-            theta = self._draw(sub, x, n)
+            theta = draw(sub)
             ok = jax.vmap(self._inside)(theta)
             slot = jnp.where(ok, kept + jnp.cumsum(ok) - 1, n)
             return k, out.at[slot].set(theta, mode="drop"), kept + jnp.sum(ok), rounds + 1
 
-        start = (key, jnp.zeros((n, self.theta_dim), self.low.dtype), jnp.zeros((), jnp.int32),
-                 jnp.zeros((), jnp.int32))
+        start = (key, jnp.zeros(first.shape, first.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
         _, out, kept, _ = jax.lax.while_loop(more, round_, start)
         return eqx.error_if(out, kept < n, f"fewer than the requested samples fell inside the prior's support "
                                            f"after {MAX_REJECTION_ROUNDS} rounds of rejection: the posterior "
