@@ -95,8 +95,8 @@ class Standardized(AbstractConditionalDensity):
             k, sub = jax.random.split(k)
             theta = draw(sub)
             ok = jax.vmap(self._inside)(theta)
-            slot = jnp.where(ok, kept + jnp.cumsum(ok) - 1, n)
-            return k, out.at[slot].set(theta, mode="drop"), kept + jnp.sum(ok), rounds + 1
+            slot = jnp.where(ok, kept + jnp.cumsum(ok, dtype=jnp.int32) - 1, n)
+            return k, out.at[slot].set(theta, mode="drop"), kept + jnp.sum(ok, dtype=jnp.int32), rounds + 1
 
         start = (key, jnp.zeros(first.shape, first.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
         _, out, kept, _ = jax.lax.while_loop(more, round_, start)
