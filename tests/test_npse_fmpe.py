@@ -26,6 +26,14 @@ def gaussian_1d(n=400):
     return theta, x
 
 
+def box_data(dim, seed, noise, n=300):
+    """theta uniform on [-1, 1]^dim and x = theta + noise * N(0, I)."""
+    prior = dist.Independent(dist.Uniform(-jnp.ones(dim), jnp.ones(dim)), 1)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    theta = prior.sample(k1, (n,))
+    return prior, theta, theta + noise * jax.random.normal(k2, theta.shape)
+
+
 @pytest.mark.parametrize("make", [pytest.param(lambda: NPSE(sde="ve", **SMALL), marks=pytest.mark.slow),
                                   lambda: FMPE(**SMALL)], ids=["npse_ve", "fmpe"])
 def test_trained_density_integrates_to_one(make):
@@ -52,10 +60,7 @@ def test_trained_density_integrates_to_one(make):
 
 
 def test_bounded_prior_support_and_batched_observations():
-    prior = dist.Independent(dist.Uniform(-jnp.ones(2), jnp.ones(2)), 1)
-    k1, k2 = jax.random.split(jax.random.key(3))
-    theta = prior.sample(k1, (300,))
-    x = theta + 0.1 * jax.random.normal(k2, theta.shape)
+    prior, theta, x = box_data(2, 3, 0.1)
     post = FMPE(**SMALL).fit(jax.random.key(4), theta, x, prior=prior)
     xs = jnp.array([[0.2, -0.3], [0.5, 0.5], [-0.9, 0.1]])
     s = post.sample(jax.random.key(5), xs, (200,))
@@ -69,10 +74,7 @@ def test_bounded_prior_support_and_batched_observations():
 def test_support_handling_keeps_samples_in_the_box(support):
     # Three epochs leave a wide model that puts much of its mass outside [-1, 1]^2: truncation
     # rejects those draws, the transform never makes them.
-    prior = dist.Independent(dist.Uniform(-jnp.ones(2), jnp.ones(2)), 1)
-    k1, k2 = jax.random.split(jax.random.key(8))
-    theta = prior.sample(k1, (300,))
-    x = theta + 0.1 * jax.random.normal(k2, theta.shape)
+    prior, theta, x = box_data(2, 8, 0.1)
     post = FMPE(**SMALL, support=support).fit(jax.random.key(9), theta, x, prior=prior)
     assert (post.estimator.low is not None) == (support == "truncate")
     s = np.asarray(post.sample(jax.random.key(10), jnp.array([0.9, 0.9]), (2000,)))
@@ -140,10 +142,7 @@ def test_fit_rejects_bad_data_like_npe(est):
 
 
 def test_sample_iid_keeps_samples_in_a_box_prior():
-    prior = dist.Independent(dist.Uniform(-jnp.ones(1), jnp.ones(1)), 1)
-    k1, k2 = jax.random.split(jax.random.key(12))
-    theta = prior.sample(k1, (300,))
-    x = theta + 0.3 * jax.random.normal(k2, theta.shape)
+    prior, theta, x = box_data(1, 12, 0.3)
     post = NPSE(**SMALL).fit(jax.random.key(13), theta, x, prior=prior)
     s = np.asarray(sample_iid(jax.random.key(14), post, jnp.array([[0.9], [0.95], [1.1]]), 500,
                               num_cov_samples=50))
