@@ -157,7 +157,10 @@ def allen_cahn(nx: int = 512) -> Benchmark:
                          decay_rate=0.9, balance=True, balance_every=250, causal=True, causal_chunks=16,
                          causal_eps=1.0, lbfgs_steps=10000, lbfgs_points=2048, chunk=50, max_seconds=300.0,
                          lbfgs_max_seconds=300.0)
-    return Benchmark("allen_cahn", problem, net, config, (xs, tg), ref, techniques=_techniques(True))
+    # Time marching over 5 windows (steps and budgets split among them): 7.9e-3 against 3.3e-2
+    # for one network with the same budget.
+    techniques = {**_techniques(True), "time_marching": ({}, {"windows": 1})}
+    return Benchmark("allen_cahn", problem, net, config, (xs, tg), ref, techniques=techniques, windows=5)
 
 
 # ---------------------------------------------------------------- Poisson
