@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.densities import (SUPPORTS, AbstractConditionalDensity, Embedded, Standardized, embedding_size,
-                              make_standardizer, truncation_bounds)
+from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
+                              make_standardizer)
 from jaxhep.training import History, check_ema_decay, drop_nonfinite, fit
 
 
@@ -114,8 +114,7 @@ class AbstractPosteriorEstimator(eqx.Module):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         check_ema_decay(self.ema_decay)
-        if self.support not in SUPPORTS:
-            raise ValueError(f"unknown support {self.support!r}; expected one of {SUPPORTS}")
+        check_support(self.support)
         if self.embedding_net is not None and not callable(self.embedding_net):
             raise TypeError(f"embedding_net must be a callable equinox module mapping one x to a vector, got "
                             f"{type(self.embedding_net).__name__}")
@@ -150,8 +149,8 @@ class AbstractPosteriorEstimator(eqx.Module):
                 another dimension. Simulations with NaN/inf are dropped with a warning.
         """
         theta, x = check_training_data(theta, x, prior)
-        to_base, x_loc, x_scale = make_standardizer(theta, x, prior, z_score_theta=self.z_score_theta,
-                                                    z_score_x=self.z_score_x, support=self.support)
+        to_base, x_loc, x_scale, low, high = make_standardizer(
+            theta, x, prior, z_score_theta=self.z_score_theta, z_score_x=self.z_score_x, support=self.support)
         z = np.asarray(jax.jit(jax.vmap(to_base.transform))(theta))
         xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
         k_build, k_fit = jax.random.split(key)
@@ -169,7 +168,6 @@ class AbstractPosteriorEstimator(eqx.Module):
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay)
-        low, high = truncation_bounds(prior, theta.shape[1], self.support)
         return Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
 
 

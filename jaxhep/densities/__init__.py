@@ -4,11 +4,11 @@ from jaxhep.densities.base import AbstractConditionalDensity, check_finite, chec
 from jaxhep.densities.embedded import Embedded, embedding_size
 from jaxhep.densities.flows import Flow, maf, nsf
 from jaxhep.densities.mixture import MixtureDensityNetwork
-from jaxhep.densities.standardize import SUPPORTS, Standardized, make_standardizer, truncation_bounds
+from jaxhep.densities.standardize import SUPPORTS, Standardized, check_support, make_standardizer
 
 __all__ = [
     "AbstractConditionalDensity", "Embedded", "Flow", "MixtureDensityNetwork", "Standardized", "check_finite",
-    "SUPPORTS", "check_last_dim", "embedding_size", "maf", "make_standardizer", "nsf", "truncation_bounds",
+    "SUPPORTS", "check_last_dim", "check_support", "embedding_size", "maf", "make_standardizer", "nsf",
 ]
 
 from jaxhep.densities.flow_matching import FlowMatching  # noqa: E402

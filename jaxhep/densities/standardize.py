@@ -127,31 +127,35 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
         z_score_theta, z_score_x: whether to z-score each.
         support: for a bounded prior, "transform" (a logit-type map of the box to R^d before
             z-scoring) or "truncate" (z-scoring only; `Standardized` then rejects draws outside
-            the box, see `truncation_bounds`).
+            the box returned as `low`, `high`).
 
     Returns:
-        (to_base bijection, x_loc, x_scale).
+        (to_base bijection, x_loc, x_scale, low, high): `low` and `high` are the prior's box
+        for `Standardized`'s truncation, or None (support="transform", or an unbounded prior).
 
     Raises:
         ValueError: when training theta lies outside the prior's support, or for an unknown
             `support`.
     """
-    if support not in SUPPORTS:
-        raise ValueError(f"unknown support {support!r}; expected one of {SUPPORTS}")
+    check_support(support)
     theta = np.asarray(theta, dtype=np.float32)
     d = theta.shape[1]
     layers = []
     u = theta
+    trunc_low = trunc_high = None
     if prior is not None:
         low, high = support_bounds(prior, d)
         outside = ~np.all((theta >= low) & (theta <= high), axis=1)
         if outside.any():
             raise ValueError(f"{int(outside.sum())} of {len(theta)} training theta lie outside the prior's support "
                              f"[{low.tolist()}, {high.tolist()}]")
-        if support == "transform" and (np.isfinite(low).any() or np.isfinite(high).any()):
-            box = BoxToReal(low, high)
-            layers.append(box)
-            u = np.asarray(jax.jit(jax.vmap(box.transform))(theta))
+        if np.isfinite(low).any() or np.isfinite(high).any():
+            if support == "truncate":
+                trunc_low, trunc_high = low, high
+            else:
+                box = BoxToReal(low, high)
+                layers.append(box)
+                u = np.asarray(jax.jit(jax.vmap(box.transform))(theta))
     if z_score_theta:
         loc, scale = _robust_loc_scale(u)
         layers.append(Invert(Affine(loc, scale)))
@@ -163,14 +167,10 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
         x_loc, x_scale = _robust_loc_scale(x)
     else:
         x_loc, x_scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    return to_base, jnp.asarray(x_loc, jnp.float32), jnp.asarray(x_scale, jnp.float32)
+    return to_base, jnp.asarray(x_loc, jnp.float32), jnp.asarray(x_scale, jnp.float32), trunc_low, trunc_high
 
 
-def truncation_bounds(prior, d: int, support: str):
-    """(low, high) for `Standardized` when `support` is "truncate" and the prior is bounded, else (None, None)."""
-    if support != "truncate" or prior is None:
-        return None, None
-    low, high = support_bounds(prior, d)
-    if not (np.isfinite(low).any() or np.isfinite(high).any()):
-        return None, None
-    return low, high
+def check_support(support: str) -> None:
+    """Raise ValueError unless `support` is one of `SUPPORTS`."""
+    if support not in SUPPORTS:
+        raise ValueError(f"unknown support {support!r}; expected one of {SUPPORTS}")
