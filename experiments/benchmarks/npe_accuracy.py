@@ -27,9 +27,12 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learning-rate", type=float, default=None, help="override NPE's default")
+    p.add_argument("--num-transforms", type=int, default=None, help="override NPE's default")
+    p.add_argument("--hidden-features", type=int, default=None, help="override NPE's default")
     p.add_argument("--out", default="experiments/benchmarks/out/npe_accuracy.json")
     args = p.parse_args()
-    overrides = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+    overrides = {k: v for k, v in (("learning_rate", args.learning_rate), ("num_transforms", args.num_transforms),
+                                   ("hidden_features", args.hidden_features)) if v is not None}
     results = {"argv": vars(args), "load_average_start": os.getloadavg(), "tasks": {}}
     for name in args.tasks:
         task = simulators.get_task(name)
