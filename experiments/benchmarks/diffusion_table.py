@@ -69,11 +69,26 @@ with open(sys.argv[2] + "_info.json", "w") as f:
 IID_STRUCTURE = {"slcp": (4, 2)}
 
 
-def build(method: str, max_epochs: int | None, task_name: str):
+def parse_settings(items) -> dict:
+    """KEY=VALUE strings to a dict; values are read as JSON where they parse (numbers, true,
+    null), otherwise kept as strings."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build(method: str, max_epochs: int | None, task_name: str, settings: dict | None = None):
     from jaxhep.nn import PermutationInvariant
     from jaxhep.sbi import FMPE, NPE, NPSE
 
-    kw = {"progress": False}
+    kw = {"progress": False, **(settings or {})}
     if max_epochs is not None:
         kw["max_epochs"] = max_epochs
     if method.endswith("_deepsets"):
@@ -111,12 +126,19 @@ def main(argv=None):
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="estimator settings for our methods, e.g. learning_rate=2e-3 (default: each method's own)")
+    p.add_argument("--fit-seed", type=int, default=1, help="seed of our methods' training key")
     p.add_argument("--sbi-python", default=os.path.join(os.path.dirname(__file__), "..", "..", ".venv-bench",
                                                         "bin", "python"))
     p.add_argument("--sbi-methods", nargs="*", default=["sbi_fmpe", "sbi_npse"])
     p.add_argument("--out", default="experiments/results/benchmarks/diffusion_table.json")
     p.add_argument("--summarize", metavar="JSON", help="only print the markdown table of an earlier run's JSON")
     args = p.parse_args(argv)
+    try:
+        settings = parse_settings(args.set)
+    except ValueError as e:
+        p.error(str(e))
     if args.summarize:
         with open(args.summarize) as f:
             print(markdown(json.load(f)))
@@ -149,9 +171,9 @@ def main(argv=None):
         for method in args.methods:
             if method.endswith("_deepsets") and task_name not in IID_STRUCTURE:
                 continue
-            est = build(method, args.max_epochs, task_name)
+            est = build(method, args.max_epochs, task_name, settings)
             t0 = time.perf_counter()
-            post = est.fit(jax.random.key(1), theta, x, prior=task.prior)
+            post = est.fit(jax.random.key(args.fit_seed), theta, x, prior=task.prior)
             train_s = time.perf_counter() - t0
             sample = jax.jit(lambda k, xo: post.sample(k, xo, (10_000,)))
             logp = jax.jit(lambda th, xo: post.log_prob(th, xo))
