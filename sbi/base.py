@@ -100,12 +100,13 @@ class AbstractPosteriorEstimator(eqx.Module):
     z_score_theta: eqx.AbstractVar[bool]
     z_score_x: eqx.AbstractVar[bool]
     ema_decay: eqx.AbstractVar[float | None]
+    validation_draws: eqx.AbstractVar[int]
     embedding_net: eqx.AbstractVar[eqx.Module | None]
     support: eqx.AbstractVar[str]
 
     def __check_init__(self):
         # Equinox runs this for every subclass, beside the subclass's own checks.
-        for name in ("batch_size", "patience", "max_epochs"):
+        for name in ("batch_size", "patience", "max_epochs", "validation_draws"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -167,7 +168,8 @@ class AbstractPosteriorEstimator(eqx.Module):
             k_fit, density, _mean_loss, (jnp.asarray(z), jnp.asarray(xz)),
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
-            progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay)
+            progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay,
+            validation_draws=self.validation_draws)
         return Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
 
 

@@ -119,7 +119,7 @@ def test_npse_invalid_settings(kwargs, match):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(sigma_min=1.0), "sigma_min"), (dict(time_power=-2.0), "time_power"), (dict(max_epochs=0), "max_epochs"),
-    (dict(ema_decay=1.0), "ema_decay"),
+    (dict(ema_decay=1.0), "ema_decay"), (dict(validation_draws=0), "validation_draws"),
 ])
 def test_fmpe_invalid_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -148,3 +148,27 @@ def test_ema_forgets_the_initial_weights_early():
     moved_avg = np.linalg.norm(np.asarray(avg.layers[0].weight) - w0)
     assert moved_plain > 0
     assert 0.3 * moved_plain < moved_avg < moved_plain
+
+
+def test_validation_draws_average_a_stochastic_validation_loss():
+    x, y, _ = _linear_problem(n=1000)
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    kwargs = dict(learning_rate=1e-2, batch_size=100, max_epochs=3, patience=5, progress=False,
+                  validation_batch_size=1)  # 100 validation rows -> 100 chunks of one row
+
+    # A deterministic loss: extra draws change nothing.
+    _, h1 = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    _, h3 = fit(jax.random.key(1), model, _mse, (x, y), validation_draws=3, **kwargs)
+    np.testing.assert_allclose(np.asarray(h3.val_loss), np.asarray(h1.val_loss), rtol=1e-6)
+
+    # A loss that is pure N(0, 1) noise: one draw averages 100 keys (sd 0.1), 64 draws average
+    # 6400 (sd 0.0125), so the latter must lie within 4 sd of 0.
+    def noise(model, key, batch):
+        return jax.random.normal(key) + 0.0 * jnp.sum(model.layers[0].weight)
+
+    _, one = fit(jax.random.key(1), model, noise, (x, y), **kwargs)
+    _, many = fit(jax.random.key(1), model, noise, (x, y), validation_draws=64, **kwargs)
+    assert abs(float(many.val_loss[0])) < 0.05
+    assert float(many.val_loss[0]) != float(one.val_loss[0])
+    with pytest.raises(ValueError, match="validation_draws"):
+        fit(jax.random.key(0), model, _mse, (x, y), validation_draws=0, progress=False)

@@ -114,6 +114,7 @@ def fit(
     filter_spec: Any = eqx.is_inexact_array,
     description: str = "training",
     ema_decay: float | None = None,
+    validation_draws: int = 1,
 ) -> tuple[PyTree, History]:
     """Train `model` by minibatch gradient descent with early stopping.
 
@@ -147,6 +148,10 @@ def fit(
             within the first steps instead of after about 1 / (1 - ema_decay) of them.
             Averaging is the usual companion of the noisy regression losses of diffusion and
             flow-matching models.
+        validation_draws: how many times the validation loss is evaluated per epoch, each with
+            its own fixed keys, and averaged. For a stochastic loss (the random times and noise
+            of diffusion and flow-matching models) this averages out the noise that early
+            stopping would otherwise react to; a deterministic loss needs 1.
 
     Returns:
         (trained model, History).
@@ -156,7 +161,8 @@ def fit(
             `drop_invalid` is False.
     """
     start = time.perf_counter()
-    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
+    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience),
+                        ("validation_draws", validation_draws)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     check_ema_decay(ema_decay)
@@ -194,7 +200,8 @@ def fit(
         chunk = n_val // n_chunks
         val_chunks = jax.tree_util.tree_map(
             lambda a: a[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:]), val)
-        val_keys = jax.random.split(k_val, n_chunks)
+        # The same keys every epoch, so that stochastic losses compare like with like.
+        val_keys = jax.random.split(k_val, validation_draws * n_chunks).reshape(validation_draws, n_chunks)
 
     # The weights that are validated and returned: the trained ones, or their moving average
     # `avg` (None without averaging).
@@ -225,9 +232,11 @@ def fit(
         if val is None:
             return params, opt_state, avg, jnp.mean(losses), jnp.nan
         checked = params if avg is None else avg
-        # The same keys every epoch, so that stochastic losses compare like with like.
-        val_losses = jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (val_keys, val_chunks))
-        return params, opt_state, avg, jnp.mean(losses), jnp.mean(val_losses)
+
+        def one_draw(keys):
+            return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
+
+        return params, opt_state, avg, jnp.mean(losses), jnp.mean(jax.lax.map(one_draw, val_keys))
 
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
