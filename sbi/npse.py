@@ -156,4 +156,4 @@ def _sample_iid(key, est, x_obs, num_samples, num_cov_samples):
         return jax.vmap(est.to_base.inverse)(z)
 
     # With support="truncate", samples outside the prior's box are drawn again.
-    return draw(key) if est.low is None else est.inside_only(key, draw)
+    return est.inside_only(key, draw)

@@ -77,13 +77,14 @@ class Standardized(AbstractConditionalDensity):
         return jax.vmap(self.to_base.inverse)(self.base._sample_n(key, self.standardize_x(x), n))
 
     def _sample_n(self, key, x, n):
-        if self.low is None:
-            return self._draw(key, x, n)
         return self.inside_only(key, lambda k: self._draw(k, x, n))
 
     def inside_only(self, key, draw):
         """Rejection inside the prior's box: `draw(key)` returns (n, d) samples; rounds of draws
-        keep those inside, in order, until n are kept (an error after `MAX_REJECTION_ROUNDS`)."""
+        keep those inside, in order, until n are kept (an error after `MAX_REJECTION_ROUNDS`).
+        Without truncation (`low` None) this is one call of `draw`."""
+        if self.low is None:
+            return draw(key)
         first = jax.eval_shape(draw, key)
         n = first.shape[0]
 
