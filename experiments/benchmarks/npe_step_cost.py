@@ -100,10 +100,10 @@ def jaxhep_cost(theta, x, repeats: int) -> dict:
 
 def sbi_cost(theta, x, repeats: int, threads: int | None) -> dict:
     import torch
+    from _peers import set_torch_threads
     from sbi.neural_nets import posterior_nn
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     th, xx = torch.tensor(theta, dtype=torch.float32), torch.tensor(x, dtype=torch.float32)
     net = posterior_nn(model="nsf", hidden_features=50, num_transforms=5)(th, xx)
     opt = torch.optim.Adam(net.parameters(), lr=5e-4)
@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--repeats", type=int, default=10, help="timed epochs of %d steps (median reported)" % STEPS)
-    p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--torch-threads", type=int, default=None, help="torch threads (default: the number of cores)")
     p.add_argument("--jaxhep-only", action="store_true")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = p.parse_args(argv)
