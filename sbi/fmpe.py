@@ -13,20 +13,21 @@ from jaxhep.sbi.npse import _check_common
 class FMPE(AbstractPosteriorEstimator):
     """Amortized posterior estimation with conditional flow matching on optimal-transport paths.
 
-    Trains `jaxhep.densities.FlowMatching` in the standardised space (support map of a bounded
-    prior, then z-scoring) and returns a `Posterior` whose samples and exact log-densities come
-    from the learned ODE. Defaults (chosen for accuracy per CPU second at about 10^4
-    simulations, see experiments/benchmarks/diffusion_table.py): a 3-layer SiLU MLP of width
-    128, batches of 256 at a learning rate of 2e-3, up to 1000 epochs with patience 100,
-    training times drawn with density proportional to t^2 (favouring the data end, in the spirit of
-    Dax et al. 2023), and weights averaged with decay 0.999. On two_moons at 10^4 simulations,
-    1e-3 with patience 50 and uniform times stopped after about 200 epochs at C2ST 0.79; 1000
-    epochs reached 0.55. Averaging took the mean C2ST over three observations from 0.574 to
-    0.545 on gaussian_linear and to 0.540 on two_moons; uniform times (time_power=0) gave 0.946
-    instead of 0.912 on slcp. At 5e-4 the validation loss of two_moons sits on a plateau for
-    hundreds of epochs before the crescents are learned, so early stopping made the result depend
-    on the seed (C2ST 0.52 with one training key, 0.75 with another that stopped at epoch 259);
-    2e-3 passes the plateau sooner (0.513 and 0.519 with the same two keys, in 580-680 epochs).
+    Trains `jaxhep.densities.FlowMatching` in the standardised space (z-scoring; a bounded
+    prior's box is kept by rejection or a support map, see `support`) and returns a `Posterior`
+    whose samples and exact log-densities come from the learned ODE. Defaults (chosen for
+    accuracy per CPU second at about 10^4 simulations, see
+    experiments/benchmarks/diffusion_table.py): a 3-layer SiLU MLP of width 128, batches of 256
+    at a learning rate of 2e-3, up to 1000 epochs with patience 100, training times drawn with
+    density proportional to t^2 (favouring the data end, in the spirit of Dax et al. 2023), and
+    weights averaged with decay 0.999. On two_moons at 10^4 simulations, 1e-3 with patience 50
+    and uniform times stopped after about 200 epochs at C2ST 0.79; 1000 epochs reached 0.55.
+    Averaging took the mean C2ST over three observations from 0.574 to 0.545 on gaussian_linear
+    and to 0.540 on two_moons; uniform times (time_power=0) gave 0.946 instead of 0.912 on slcp.
+    At 5e-4 the validation loss of two_moons sits on a plateau for hundreds of epochs before the
+    crescents are learned, so early stopping made the result depend on the seed (C2ST 0.52 with
+    one training key, 0.75 with another that stopped at epoch 259); 2e-3 passes the plateau
+    sooner (0.513 and 0.519 with the same two keys, in 580-680 epochs).
 
     Arguments:
         hidden_features, num_layers: width and depth of the velocity MLP.

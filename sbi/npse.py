@@ -26,17 +26,17 @@ class NPSE(AbstractPosteriorEstimator):
     """Amortized posterior estimation with a conditional score-based diffusion model.
 
     Trains `jaxhep.densities.ScoreDiffusion` by denoising score matching in the standardised
-    space (support map of a bounded prior, then z-scoring), and returns a `Posterior` whose
-    samples and exact log-densities come from the probability-flow ODE. The defaults were
-    chosen for accuracy per CPU second at about 10^4 simulations (see
-    experiments/benchmarks/diffusion_table.py): a 3-layer SiLU MLP of width 128, batches of
-    256 at a learning rate of 5e-4, up to 1000 epochs with patience 100 (the validation loss of
-    a diffusion model is noisy and keeps improving slowly; early stopping after 50 epochs at a
-    learning rate of 1e-3 left FMPE at C2ST 0.79 on two_moons, 1000 epochs reached 0.55), and
-    weights averaged with decay 0.999 (mean C2ST over three observations with averaging:
-    gaussian_linear 0.537 instead of 0.607, two_moons 0.522). A learning rate of 2e-3 (FMPE's
-    default) was mixed here: gaussian_mixture 0.556 instead of 0.612 and slcp 0.826 with one
-    training key, but 0.871 with another, and bernoulli_glm 0.649 instead of 0.622.
+    space (z-scoring; a bounded prior's box is kept by rejection or a support map, see
+    `support`), and returns a `Posterior` whose samples and exact log-densities come from the
+    probability-flow ODE. The defaults were chosen for accuracy per CPU second at about 10^4
+    simulations (see experiments/benchmarks/diffusion_table.py): a 3-layer SiLU MLP of width
+    128, batches of 256 at a learning rate of 5e-4, up to 1000 epochs with patience 100 (the
+    validation loss of a diffusion model is noisy and keeps improving slowly; early stopping
+    after 50 epochs at a learning rate of 1e-3 left FMPE at C2ST 0.79 on two_moons, 1000 epochs
+    reached 0.55), and weights averaged with decay 0.999 (mean C2ST over three observations with
+    averaging: gaussian_linear 0.537 instead of 0.607, two_moons 0.522). A learning rate of 2e-3
+    (FMPE's default) was mixed here: gaussian_mixture 0.556 instead of 0.612 and slcp 0.826 with
+    one training key, but 0.871 with another, and bernoulli_glm 0.649 instead of 0.622.
 
     Arguments:
         sde: 've' or 'vp'.
