@@ -254,9 +254,10 @@ def sample_sbi(posterior, x_obs, num_samples: int, *, seed: int | None = None, *
 
 
 def set_torch_threads(n: int | None = None) -> int:
-    """Let torch use `n` threads (default: every core of this machine); returns the number set."""
+    """Let torch use `n` threads (default: one per core this process may run on, so that a run
+    pinned with taskset is not oversubscribed); returns the number set."""
     if n is None:
-        n = os.cpu_count() or 1
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
