@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer)
+from jaxhep.nn.init import split_on_host
 from jaxhep.training import History, check_ema_decay, drop_nonfinite, fit
 
 
@@ -154,7 +155,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             theta, x, prior, z_score_theta=self.z_score_theta, z_score_x=self.z_score_x, support=self.support)
         z = np.asarray(jax.jit(jax.vmap(to_base.transform))(theta))
         xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
-        k_build, k_fit = jax.random.split(key)
+        k_build, k_fit = split_on_host(key, 2)
         if density is None:
             if self.embedding_net is None:
                 density = self.build(k_build, theta.shape[1], x.shape[1])

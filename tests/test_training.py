@@ -45,8 +45,9 @@ def test_early_stopping_restores_best_state():
     assert hist.best_epoch == int(np.argmin(hist.val_loss))
     assert hist.epochs == hist.best_epoch + 1 + 5
     # The returned model is the best one: its validation loss is the minimum of the history.
+    from jaxhep.nn.init import split_on_host
     from jaxhep.training import split_train_val
-    k_split = jax.random.split(jax.random.key(3), 3)[0]
+    k_split = split_on_host(jax.random.key(3), 3)[0]
     _, val = split_train_val(k_split, (jnp.asarray(x), jnp.asarray(y)), 0.25)
     np.testing.assert_allclose(float(_mse(trained, None, val)), float(np.min(hist.val_loss)), rtol=1e-5)
 

@@ -13,6 +13,7 @@ from jaxtyping import PRNGKeyArray
 from jaxhep.bijections.base import AbstractBijection, _check_dims
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer, make_transformer
 from jaxhep.nn import get_activation
+from jaxhep.nn.init import linear, numpy_rng
 
 
 class _MaskedLinear(eqx.Module):
@@ -68,16 +69,14 @@ class MaskedAutoregressive(AbstractBijection):
         p = self.transformer.num_params
         masks = _made_masks(dim, width, depth, p)
         sizes = [dim] + [width] * depth + [dim * p]
-        keys = jax.random.split(key, len(masks) + 1)
+        rng = numpy_rng(key)
         layers = []
-        for i, (m, k) in enumerate(zip(masks, keys[:-1])):
-            lin = eqx.nn.Linear(sizes[i], sizes[i + 1], key=k)
-            w, b = lin.weight, lin.bias
-            if i == len(masks) - 1:  # identity at initialisation
-                w, b = jnp.zeros_like(w), jnp.zeros_like(b)
-            layers.append(_MaskedLinear(w, b, m))
+        for i, m in enumerate(masks):
+            # The last layer starts at zero: the identity at initialisation.
+            lin = linear(sizes[i], sizes[i + 1], rng, zero=i == len(masks) - 1)
+            layers.append(_MaskedLinear(lin.weight, lin.bias, m))
         self.layers = tuple(layers)
-        self.context_layer = eqx.nn.Linear(cond_dim, width, key=keys[-1]) if cond_dim > 0 else None
+        self.context_layer = linear(cond_dim, width, rng) if cond_dim > 0 else None
         self.activation = get_activation(activation)
 
     def _params(self, x, condition):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import distrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxhep.bijections.rqs import rqs_forward, rqs_inverse
 
@@ -86,8 +88,10 @@ def make_transformer(kind: str, num_bins: int = 10, bound: float = 3.0):
 
 def zero_init(linear: eqx.nn.Linear) -> eqx.nn.Linear:
     """A copy of a linear layer with zero weights and biases (for identity-initialised flows)."""
+    # Host zeros: jnp.zeros_like would compile a small program per shape.
     return eqx.tree_at(lambda l: (l.weight, l.bias), linear,
-                       (jnp.zeros_like(linear.weight), jnp.zeros_like(linear.bias)))
+                       (jax.device_put(np.zeros(linear.weight.shape, linear.weight.dtype)),
+                        jax.device_put(np.zeros(linear.bias.shape, linear.bias.dtype))))
 
 
 __all__ = ["AffineTransformer", "SplineTransformer", "make_transformer", "zero_init"]

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.bijections import (AbstractBijection, Chain, Coupling, LULinear, MaskedAutoregressive, Permutation,
                                Stacked, alternating_mask)
 from jaxhep.densities.base import AbstractConditionalDensity
+from jaxhep.nn.init import numpy_rng
 
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -80,7 +81,8 @@ def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
         A `Flow`.
     """
     _check_flow_args(theta_dim, x_dim, num_transforms)
-    keys = jax.random.split(key, num_transforms)
+    # One host generator per layer (see jaxhep.nn.init: no compilation while building).
+    keys = numpy_rng(key).spawn(num_transforms)
     layers = []
     for i, k in enumerate(keys):
         if autoregressive:
@@ -114,7 +116,7 @@ def maf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
     """
     _check_flow_args(theta_dim, x_dim, num_transforms)
     layers = []
-    for k in jax.random.split(key, num_transforms):
+    for k in numpy_rng(key).spawn(num_transforms):
         layers.append(MaskedAutoregressive(theta_dim, x_dim, "affine", hidden_features, num_blocks, activation,
                                            key=k))
         if theta_dim > 1:

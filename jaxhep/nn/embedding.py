@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.nn.init import numpy_rng
 from jaxhep.nn.mlp import MLP
 
 
@@ -44,7 +45,7 @@ class PermutationInvariant(eqx.Module):
         for name, value in (("num_items", num_items), ("item_size", item_size), ("out_size", out_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        k_phi, k_rho = jax.random.split(key)
+        k_phi, k_rho = numpy_rng(key).spawn(2)
         self.num_items, self.item_size, self.out_size = num_items, item_size, out_size
         self.phi = MLP(item_size, width, width, depth, activation, key=k_phi)
         self.rho = MLP(width, out_size, width, depth, activation, key=k_rho)

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.nn.init import linear, numpy_rng
+
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
     "gelu": jax.nn.gelu,
@@ -68,14 +70,10 @@ class MLP(eqx.Module):
                  activation: str | Callable = "relu", final_zero: bool = False, *, key: PRNGKeyArray):
         _check_sizes(in_size, out_size, width, depth)
         sizes = [in_size] + [width] * depth + [out_size]
-        keys = jax.random.split(key, len(sizes) - 1)
-        layers = [eqx.nn.Linear(max(a, 1), b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
-        if final_zero:
-            last = layers[-1]
-            last = eqx.tree_at(lambda l: (l.weight, l.bias), last,
-                               (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
-            layers[-1] = last
-        self.layers = tuple(layers)
+        rng = numpy_rng(key)
+        n = len(sizes) - 1
+        self.layers = tuple(linear(a, b, rng, zero=final_zero and i == n - 1)
+                            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
         self.activation = get_activation(activation)
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
@@ -128,22 +126,17 @@ class ResidualMLP(eqx.Module):
                  context_size: int = 0, activation: str | Callable = "relu", final_zero: bool = False,
                  *, key: PRNGKeyArray):
         _check_sizes(in_size, out_size, width, num_blocks)
-        k0, k1, *kb = jax.random.split(key, 2 + num_blocks)
-        self.initial = eqx.nn.Linear(max(in_size, 1) + context_size, width, key=k0)
+        rng = numpy_rng(key)
+        self.initial = linear(max(in_size, 1) + context_size, width, rng)
         blocks = []
-        for k in kb:
-            ka, kb_, kc = jax.random.split(k, 3)
-            second = eqx.nn.Linear(width, width, key=kb_)
+        for _ in range(num_blocks):
+            first = linear(width, width, rng)
             # Small last-layer init keeps each block close to the identity at the start.
-            second = eqx.tree_at(lambda l: l.weight, second, second.weight * 1e-3)
-            ctx = eqx.nn.Linear(context_size, width, key=kc) if context_size > 0 else None
-            blocks.append(_ResidualBlock(eqx.nn.Linear(width, width, key=ka), second, ctx))
+            second = linear(width, width, rng, weight_scale=1e-3)
+            ctx = linear(context_size, width, rng) if context_size > 0 else None
+            blocks.append(_ResidualBlock(first, second, ctx))
         self.blocks = tuple(blocks)
-        final = eqx.nn.Linear(width, out_size, key=k1)
-        if final_zero:
-            final = eqx.tree_at(lambda l: (l.weight, l.bias), final,
-                                (jnp.zeros_like(final.weight), jnp.zeros_like(final.bias)))
-        self.final = final
+        self.final = linear(width, out_size, rng, zero=final_zero)
         self.activation = get_activation(activation)
         self.context_size = context_size
 

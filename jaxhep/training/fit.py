@@ -15,6 +15,8 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from jaxhep.nn.init import numpy_rng, split_on_host
+
 
 class History(eqx.Module):
     """Loss history of one training run.
@@ -88,10 +90,12 @@ def split_train_val(key: PRNGKeyArray, data: PyTree, validation_fraction: float)
         n_val = 1
     if n - n_val < 1:
         raise ValueError(f"too few samples ({n}) for a validation fraction of {validation_fraction}")
-    perm = jax.random.permutation(key, n)
-    data = jax.tree_util.tree_map(jnp.asarray, data)
-    train = jax.tree_util.tree_map(lambda a: a[perm[n_val:]], data)
-    val = jax.tree_util.tree_map(lambda a: a[perm[:n_val]], data) if n_val else None
+    # On the host: the same split with jax.random.permutation and device gathers compiled several
+    # small programs (about 0.6 s) before training could start.
+    perm = numpy_rng(key).permutation(n)
+    data = jax.tree_util.tree_map(np.asarray, data)
+    train = jax.tree_util.tree_map(lambda a: jax.device_put(a[perm[n_val:]]), data)
+    val = jax.tree_util.tree_map(lambda a: jax.device_put(a[perm[:n_val]]), data) if n_val else None
     return train, val
 
 
@@ -172,7 +176,7 @@ def fit(
         for leaf in jax.tree_util.tree_leaves(data):
             if not np.isfinite(np.asarray(leaf)).all():
                 raise ValueError("data contains NaN or inf (pass drop_invalid=True to drop those rows)")
-    k_split, k_train, k_val = jax.random.split(key, 3)
+    k_split, k_train, k_val = split_on_host(key, 3)
     train, val = split_train_val(k_split, data, validation_fraction)
     n_train = _leading_size(train)
     batch_size = int(min(batch_size, n_train))
@@ -200,16 +204,15 @@ def fit(
         chunk = n_val // n_chunks
         val_chunks = jax.tree_util.tree_map(
             lambda a: a[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:]), val)
-        # The same keys every epoch, so that stochastic losses compare like with like.
-        val_keys = jax.random.split(k_val, validation_draws * n_chunks).reshape(validation_draws, n_chunks)
 
     # The weights that are validated and returned: the trained ones, or their moving average
     # `avg` (None without averaging).
     avg = params if ema_decay is not None else None
 
     @jax.jit
-    def run_epoch(params, opt_state, avg, key, train, epoch):
-        k_perm, k_steps = jax.random.split(key)
+    def run_epoch(params, opt_state, avg, train, epoch):
+        # Keys are derived inside the compiled program: eager splits compile per shape.
+        k_perm, k_steps = jax.random.split(jax.random.fold_in(k_train, epoch))
         perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch_size]
         batches = jax.tree_util.tree_map(
             lambda a: a[perm].reshape((n_batches, batch_size) + a.shape[1:]), train)
@@ -232,6 +235,8 @@ def fit(
         if val is None:
             return params, opt_state, avg, jnp.mean(losses), jnp.nan
         checked = params if avg is None else avg
+        # The same keys every epoch, so that stochastic losses compare like with like.
+        val_keys = jax.random.split(k_val, validation_draws * n_chunks).reshape(validation_draws, n_chunks)
 
         def one_draw(keys):
             return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
@@ -242,11 +247,9 @@ def fit(
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
     stopped_early = False
     bar = tqdm(total=max_epochs, desc=description, disable=not progress, leave=False)
-    epoch_keys = jax.random.split(k_train, max_epochs)
     try:
         for epoch in range(max_epochs):
-            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, epoch_keys[epoch], train,
-                                                         jnp.asarray(epoch, jnp.int32))
+            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, train, np.int32(epoch))
             tl, vl = float(tl), float(vl)
             current = params if avg is None else avg
             train_hist.append(tl)
