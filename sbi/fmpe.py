@@ -23,8 +23,9 @@ class FMPE(AbstractPosteriorEstimator):
     weights averaged with decay 0.999. Batches of 128 take the same time per epoch as 256 on a
     CPU (the work per epoch is the same) but pass two_moons' early plateau in fewer epochs; with
     patience 50 the five benchmark tasks trained in 6.5-12.9 s instead of 6.9-20.6 s (batches of
-    256, patience 100), at the same C2ST except gaussian_mixture (0.568-0.590 against 0.548). On two_moons at 10^4 simulations, 1e-3 with patience 50
-    and uniform times stopped after about 200 epochs at C2ST 0.79; 1000 epochs reached 0.55.
+    256, patience 100), at the same C2ST except gaussian_mixture (0.568-0.590 against 0.548), with
+    two training keys. Earlier, at 1e-3 with patience 50, batches of 256 and uniform times,
+    two_moons stopped after about 200 epochs at C2ST 0.79; 1000 epochs reached 0.55.
     Averaging took the mean C2ST over three observations from 0.574 to 0.545 on gaussian_linear
     and to 0.540 on two_moons; uniform times (time_power=0) gave 0.946 instead of 0.912 on slcp.
     At 5e-4 the validation loss of two_moons sits on a plateau for hundreds of epochs before the
