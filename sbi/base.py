@@ -166,7 +166,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             raise ValueError(f"density has theta_dim={density.theta_dim}, x_dim={density.x_dim}; the data have "
                              f"{theta.shape[1]} and {x.shape[1]}")
         trained, history = fit(
-            k_fit, density, _mean_loss, (jnp.asarray(z), jnp.asarray(xz)),
+            k_fit, density, _mean_loss, (z, np.asarray(xz, np.float32)),
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay,
