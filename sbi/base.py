@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer)
 from jaxhep.nn.init import split_on_host
-from jaxhep.training import History, check_ema_decay, drop_nonfinite, fit
+from jaxhep.training import History, check_ema_decay, check_positive_int, drop_nonfinite, fit
 
 
 class Posterior(AbstractConditionalDensity):
@@ -108,9 +108,7 @@ class AbstractPosteriorEstimator(eqx.Module):
     def __check_init__(self):
         # Equinox runs this for every subclass, beside the subclass's own checks.
         for name in ("batch_size", "patience", "max_epochs", "validation_draws"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name), numpy_ints=False)
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
         if not self.learning_rate > 0:

@@ -7,6 +7,7 @@ from jaxtyping import PRNGKeyArray
 
 from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, maf, nsf
 from jaxhep.sbi.base import AbstractPosteriorEstimator
+from jaxhep.training import check_positive_int
 
 DENSITY_ESTIMATORS = ("nsf", "nsf_autoregressive", "maf", "mdn")
 
@@ -74,9 +75,7 @@ class NPE(AbstractPosteriorEstimator):
             raise ValueError(f"unknown density_estimator {self.density_estimator!r}; expected one of "
                              f"{DENSITY_ESTIMATORS}")
         for name in ("num_transforms", "hidden_features", "num_bins", "num_components"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name), numpy_ints=False)
 
     @property
     def method(self) -> str:

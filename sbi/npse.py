@@ -10,14 +10,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite, check_last_dim
 from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior, check_training_data
+from jaxhep.training import check_positive_int
 
 
 def _check_common(est) -> None:
     """Checks shared by the ODE-based estimators (the training settings are checked by the base)."""
     for name in ("hidden_features", "num_layers"):
-        value = getattr(est, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, getattr(est, name), numpy_ints=False)
     if not (est.rtol > 0 and est.atol > 0):
         raise ValueError(f"rtol and atol must be positive, got {est.rtol}, {est.atol}")
 

@@ -74,6 +74,14 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
     return data, dropped
 
 
+def check_positive_int(name: str, value: Any, *, numpy_ints: bool = True) -> None:
+    """Raise ValueError unless `value` is an integer >= 1 (a Python int, or also a numpy integer
+    when `numpy_ints`)."""
+    types = (int, np.integer) if numpy_ints else int
+    if not isinstance(value, types) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_ema_decay(ema_decay: float | None) -> None:
     """Raise ValueError unless `ema_decay` is None or lies in [0, 1)."""
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -167,8 +175,7 @@ def fit(
     start = time.perf_counter()
     for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience),
                         ("validation_draws", validation_draws)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value)
     check_ema_decay(ema_decay)
     if drop_invalid:
         data, _ = drop_nonfinite(data)
