@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--repeats", type=int, default=10, help="timed epochs of %d steps (median reported)" % STEPS)
-    p.add_argument("--torch-threads", type=int, default=None, help="torch threads (default: the number of cores)")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch threads (default: the cores this process may run on)")
     p.add_argument("--jaxhep-only", action="store_true")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = p.parse_args(argv)

@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="'sbi': both libraries with sbi's NPE settings (NSF 5x50, batch 200, lr 5e-4, "
                         "validation 0.1, patience 20); 'defaults': each library's own NPE defaults")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads (default: the number of cores)")
+                   help="torch intra-op threads (default: the cores this process may run on)")
     args = p.parse_args(argv)
     for name in ("simulations", "observations", "num_samples"):
         if getattr(args, name) < 1:
