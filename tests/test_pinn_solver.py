@@ -1,6 +1,8 @@
 """PINN solver pieces against their definitions, and small problems trained to tolerance."""
 
 import argparse
+import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -41,6 +43,31 @@ def test_small_problem_trains_to_tolerance(x64, lbfgs_rad_every):
     assert err < 1e-3, err
     assert hist.phase[-1] == 1 and hist.loss[-1] < hist.loss[0]
     assert hist.error[-1] < 1e-3 and hist.term_names == ("res", "bc")
+
+
+def test_adam_phase_in_float32_then_lbfgs_in_float64(x64):
+    prob = _poisson1d()
+    net = PINNNet(1, 1, width=16, depth=2, lower=[0.0], upper=[1.0], key=jax.random.key(0))
+    cfg = TrainConfig(steps=200, batch=64, learning_rate=1e-2, warmup=20, decay_steps=100, sampler="lhs",
+                      balance=True, balance_every=50, lbfgs_steps=150, lbfgs_points=64, chunk=50, progress=False,
+                      adam_float32=True)
+    seen = []
+
+    def callback(phase, step, m):
+        seen.append((phase, {leaf.dtype for leaf in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_inexact_array))}))
+
+    xs = np.linspace(0, 1, 101)[:, None]
+    model, hist = solve(jax.random.key(1), prob, net, cfg, eval_points=xs, eval_values=np.sin(np.pi * xs[:, 0]),
+                        callback=callback)
+    assert {p for p, _ in seen} == {0, 1}
+    assert all(d == {jnp.dtype("float32")} for p, d in seen if p == 0)
+    assert all(d == {jnp.dtype("float64")} for p, d in seen if p == 1)
+    leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+    assert {leaf.dtype for leaf in leaves} == {jnp.dtype("float64")}
+    assert jax.config.jax_enable_x64  # the float32 phase restored the setting
+    err = float(pinn.relative_l2(prob.predict(model, xs), np.sin(np.pi * xs[:, 0])))
+    assert err < 1e-3, err
+    assert np.all(np.isfinite(hist.error))
 
 
 def test_inverse_problem_recovers_coefficient(x64):
@@ -227,6 +254,15 @@ def test_time_marching_carries_the_solution_across_windows(x64):
     exact = np.sin(g[:, 0] - speed * g[:, 1])
     model, hist = solve_time_marching(jax.random.key(0), prob, make_net, cfg, 2, eval_points=g, eval_values=exact)
     assert len(model.net.nets) == 2 and model.net.edges == (0.0, 0.5, 1.0)
+    # The second window's Adam phase can run in float32 from the first window's float64 solution.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model32, _ = solve_time_marching(jax.random.key(0), prob, make_net,
+                                         dataclasses.replace(cfg, adam_float32=True, lbfgs_steps=0), 2)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(eqx.filter(model32, eqx.is_inexact_array))} == {
+        jnp.dtype("float64")}
+    err32 = float(pinn.relative_l2(prob.predict(model32, g), exact))
+    assert err32 < 0.5, err32  # Adam alone, 200 steps per window: a rough solution, not a diverged one
     assert np.all(np.diff(hist.step) > 0) and np.all(np.diff(hist.seconds) >= 0)
     assert hist.step[-1] <= 800 and np.sum(hist.phase == 0) == 4  # two Adam chunks of 100 per window
     err = float(pinn.relative_l2(prob.predict(model, g), exact))

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.theory.pinn.domain import Box
 from jaxhep.theory.pinn.precision import float64 as _float64
 from jaxhep.theory.pinn.problem import Dirichlet, PDEProblem, PINNModel
-from jaxhep.theory.pinn.solver import History, TrainConfig, solve
+from jaxhep.theory.pinn.solver import History, TrainConfig, _tree_cast, solve
 
 
 class TimeWindows(eqx.Module):
@@ -125,9 +125,17 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
             model, hist = solve(k_fit, sub, make_net(k_net, sub_box), config, **kwargs)
             nets.append(model.net)
             hists.append(hist)
-            # The next window starts from this window's solution at its end time.
-            ic = dataclasses.replace(ic, value=sub.solution(model))
+            # The next window starts from this window's solution at its end time, evaluated in
+            # the precision of the points it is asked at (float32 in an `adam_float32` phase).
+            ic = dataclasses.replace(ic, value=_solution_at_dtype(sub, model))
     return PINNModel(TimeWindows(nets, edges, td), {}), _join(hists)
+
+
+def _solution_at_dtype(problem: PDEProblem, model: PINNModel) -> Callable:
+    def value(x):
+        return problem.solution(_tree_cast(model, x.dtype))(x)
+
+    return value
 
 
 def _join(hists: list[History]) -> History:
