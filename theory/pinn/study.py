@@ -19,7 +19,7 @@ from jaxhep.theory.pinn.marching import solve_time_marching
 from jaxhep.theory.pinn.plots import plot_result
 from jaxhep.theory.pinn.precision import float64
 from jaxhep.theory.pinn.problems import get_benchmark
-from jaxhep.theory.pinn.solver import TrainConfig, relative_l2, solve
+from jaxhep.theory.pinn.solver import relative_l2, solve
 
 
 def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_steps: int | None = None,
