@@ -38,6 +38,7 @@ def main():
         bench = get_benchmark(name)
         budget = {"max_seconds": args.adam_seconds, "lbfgs_max_seconds": args.lbfgs_seconds}
         path = os.path.join(args.out, f"pinn_ablation_{name}.json")
+        order = ["none"] + list(bench.techniques)
         mine = []
         for off, (net_over, cfg_over) in [("none", ({}, {}))] + list(bench.techniques.items()):
             if args.techniques is not None and off not in args.techniques:
@@ -62,7 +63,6 @@ def main():
             # With --techniques, rows on disk from other runs (perhaps another process) are kept.
             done = {r["switched_off"] for r in mine}
             rows = []
-            order = ["none"] + list(bench.techniques)
             if args.techniques is not None and os.path.exists(path):
                 with open(path) as f:
                     # Rows of techniques the problem no longer lists are stale: dropped.

@@ -22,9 +22,9 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.theory.pinn.domain import Box
-from jaxhep.theory.pinn.precision import float64 as _float64
+from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
 from jaxhep.theory.pinn.problem import Dirichlet, PDEProblem, PINNModel
-from jaxhep.theory.pinn.solver import History, TrainConfig, _tree_cast, solve
+from jaxhep.theory.pinn.solver import History, TrainConfig, solve
 
 
 class TimeWindows(eqx.Module):
@@ -133,7 +133,7 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
 
 def _solution_at_dtype(problem: PDEProblem, model: PINNModel) -> Callable:
     def value(x):
-        return problem.solution(_tree_cast(model, x.dtype))(x)
+        return problem.solution(cast_floats(model, x.dtype))(x)
 
     return value
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 
+import equinox as eqx
 import jax
 
 
@@ -42,3 +43,8 @@ def with_float64(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def cast_floats(tree, dtype):
+    """The pytree with its floating-point arrays cast to `dtype` (other leaves untouched)."""
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)

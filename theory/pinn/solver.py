@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from jaxhep.theory.pinn.domain import SAMPLERS, rad_resample, unit_sample
-from jaxhep.theory.pinn.precision import float64 as _float64
+from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
 from jaxhep.theory.pinn.problem import Observations, PDEProblem, PINNModel
 
 
@@ -141,10 +141,6 @@ class History(eqx.Module):
     seconds: np.ndarray
     compile_seconds: float = eqx.field(static=True)
     term_names: tuple[str, ...] = eqx.field(static=True)
-
-
-def _tree_cast(tree, dtype):
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
 
 
 class PINNSolver(eqx.Module):
@@ -325,7 +321,7 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
     solver = PINNSolver(problem, c)
     dtype = jnp.zeros(()).dtype
     model = net if isinstance(net, PINNModel) else problem.init_model(net)
-    model = _tree_cast(model, dtype)
+    model = cast_floats(model, dtype)
     if eval_points is not None:
         ep, ev = jnp.asarray(eval_points, dtype), jnp.asarray(eval_values, dtype)
         err_fn = eqx.filter_jit(lambda m: relative_l2(problem.predict(m, ep), ev))
@@ -346,7 +342,7 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
         else:
             # In the training precision, also when the Adam phase runs in float32.
             with _float64(c.float64):
-                records["error"].append(float(err_fn(_tree_cast(m, dtype))))
+                records["error"].append(float(err_fn(cast_floats(m, dtype))))
         records["seconds"].append(time.perf_counter() - t0)
         if callback is not None:
             callback(phase, step, m)
@@ -358,10 +354,11 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
     try:
         # Adam in float32 when asked: x64 is switched off for that phase only, and the model and
         # loss weights come back in the training precision for L-BFGS.
-        with jax.enable_x64(False) if c.float64 and c.adam_float32 else contextlib.nullcontext():
-            model, weights, done = _adam(solver, kinit, kadam, _tree_cast(model, jnp.zeros(()).dtype), record,
-                                         bar, compile_seconds)
-        model, weights = _tree_cast(model, dtype), weights.astype(dtype)
+        adam32 = c.float64 and c.adam_float32
+        with jax.enable_x64(False) if adam32 else contextlib.nullcontext():
+            model, weights, done = _adam(solver, kinit, kadam, cast_floats(model, jnp.float32 if adam32 else dtype),
+                                         record, bar, compile_seconds)
+        model, weights = cast_floats(model, dtype), weights.astype(dtype)
         if c.lbfgs_steps:
             model = _lbfgs(solver, klb, model, weights, record, bar, done, compile_seconds)
     finally:
