@@ -9,12 +9,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer)
 from jaxhep.nn.init import split_on_host
-from jaxhep.training import History, check_ema_decay, check_positive_int, drop_nonfinite, fit
+from jaxhep.training import History, check_ema_decay, check_lr_decay, check_positive_int, drop_nonfinite, fit
 
 
 class Posterior(AbstractConditionalDensity):
@@ -102,6 +103,9 @@ class AbstractPosteriorEstimator(eqx.Module):
     z_score_x: eqx.AbstractVar[bool]
     ema_decay: eqx.AbstractVar[float | None]
     validation_draws: eqx.AbstractVar[int]
+    lr_decay_factor: eqx.AbstractVar[float | None]
+    lr_decay_patience: eqx.AbstractVar[int]
+    weight_decay: eqx.AbstractVar[float]
     embedding_net: eqx.AbstractVar[eqx.Module | None]
     support: eqx.AbstractVar[str]
 
@@ -114,6 +118,9 @@ class AbstractPosteriorEstimator(eqx.Module):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         check_ema_decay(self.ema_decay)
+        check_lr_decay(self.lr_decay_factor, self.lr_decay_patience)
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check_support(self.support)
         if self.embedding_net is not None and not callable(self.embedding_net):
             raise TypeError(f"embedding_net must be a callable equinox module mapping one x to a vector, got "
@@ -165,10 +172,12 @@ class AbstractPosteriorEstimator(eqx.Module):
                              f"{theta.shape[1]} and {x.shape[1]}")
         trained, history = fit(
             k_fit, density, _mean_loss, (z, np.asarray(xz, np.float32)),
+            optimizer=optax.adamw(self.learning_rate, weight_decay=self.weight_decay) if self.weight_decay else None,
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay,
-            validation_draws=self.validation_draws)
+            validation_draws=self.validation_draws, lr_decay_factor=self.lr_decay_factor,
+            lr_decay_patience=self.lr_decay_patience)
         return Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
 
 

@@ -232,3 +232,23 @@ def test_invalid_settings_raise():
         m.log_prob_hutchinson(jax.random.key(0), jnp.zeros(2), X0, num_probes=0)
     with pytest.raises(ValueError, match="theta must have shape"):
         m.log_prob(jnp.zeros(3), X0)
+
+
+def test_resnet_network_conditions_every_block_and_is_selectable_by_name():
+    from jaxhep.densities import NETWORKS, TimeConditionedResNet
+
+    assert set(NETWORKS) == {"mlp", "resnet"}
+    net = TimeConditionedResNet(3, 4, width=16, depth=2, num_frequencies=2, key=jax.random.key(0))
+    theta, x = jnp.ones(3), jnp.arange(4.0)
+    out = net(theta, x, jnp.asarray(0.3))
+    assert out.shape == (3,)
+    # x and t reach every residual block through its own context layer.
+    assert all(b.context is not None and b.context.weight.shape == (16, 4 + 1 + 4) for b in net.net.blocks)
+    assert not np.allclose(np.asarray(out), np.asarray(net(theta, x + 1.0, jnp.asarray(0.3))))
+    assert not np.allclose(np.asarray(out), np.asarray(net(theta, x, jnp.asarray(0.7))))
+    fm = FlowMatching(3, 4, network="resnet", width=16, depth=2, key=jax.random.key(1))
+    assert isinstance(fm.net, TimeConditionedResNet)
+    sd = ScoreDiffusion(3, 4, network="resnet", width=16, depth=2, key=jax.random.key(1))
+    assert isinstance(sd.net, TimeConditionedResNet)
+    with pytest.raises(ValueError, match="unknown network"):
+        FlowMatching(3, 4, network="unet", key=jax.random.key(1))

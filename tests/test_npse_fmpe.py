@@ -35,7 +35,8 @@ def box_data(dim, seed, noise, n=300):
 
 
 @pytest.mark.parametrize("make", [pytest.param(lambda: NPSE(sde="ve", **SMALL), marks=pytest.mark.slow),
-                                  lambda: FMPE(**SMALL)], ids=["npse_ve", "fmpe"])
+                                  lambda: FMPE(**SMALL), lambda: FMPE(network="resnet", **SMALL)],
+                         ids=["npse_ve", "fmpe", "fmpe_resnet"])
 def test_trained_density_integrates_to_one(make):
     theta, x = gaussian_1d()
     theta_in, x_in = np.array(theta), np.array(x)
@@ -111,6 +112,9 @@ def test_npse_records_prior_moments_for_iid_sampling():
     (dict(learning_rate=-1.0), "learning_rate"),
     (dict(validation_fraction=1.0), "validation_fraction"),
     (dict(rtol=0.0), "rtol"),
+    (dict(network="cnn"), "unknown network"),
+    (dict(lr_decay_factor=1.5), "lr_decay_factor"),
+    (dict(weight_decay=-1e-3), "weight_decay"),
 ])
 def test_npse_invalid_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -120,6 +124,7 @@ def test_npse_invalid_settings(kwargs, match):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(sigma_min=1.0), "sigma_min"), (dict(time_power=-2.0), "time_power"), (dict(max_epochs=0), "max_epochs"),
     (dict(ema_decay=1.0), "ema_decay"), (dict(validation_draws=0), "validation_draws"),
+    (dict(network="transformer"), "unknown network"), (dict(lr_decay_patience=0), "lr_decay_patience"),
 ])
 def test_fmpe_invalid_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -147,3 +152,18 @@ def test_sample_iid_keeps_samples_in_a_box_prior():
     s = np.asarray(sample_iid(jax.random.key(14), post, jnp.array([[0.9], [0.95], [1.1]]), 500,
                               num_cov_samples=50))
     assert s.shape == (500, 1) and np.all(np.abs(s) <= 1.0)
+
+
+def test_weight_decay_shrinks_the_trained_weights():
+    """weight_decay trains with AdamW: at a very large decay the weights are pulled towards zero
+    at every step, so they end far smaller than those trained without it from the same start."""
+    theta, x = gaussian_1d()
+
+    def weight_norm(post):
+        leaves = jax.tree_util.tree_leaves(eqx.filter(post.estimator.base.net, eqx.is_inexact_array))
+        return float(jnp.sqrt(sum(jnp.sum(a ** 2) for a in leaves)))
+
+    settings = dict(SMALL, validation_fraction=0.0, ema_decay=None)
+    plain = FMPE(**settings).fit(jax.random.key(1), theta, x)
+    decayed = FMPE(weight_decay=100.0, **settings).fit(jax.random.key(1), theta, x)
+    assert weight_norm(decayed) < 0.5 * weight_norm(plain)

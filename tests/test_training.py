@@ -173,3 +173,45 @@ def test_validation_draws_average_a_stochastic_validation_loss():
     assert float(many.val_loss[0]) != float(one.val_loss[0])
     with pytest.raises(ValueError, match="validation_draws"):
         fit(jax.random.key(0), model, _mse, (x, y), validation_draws=0, progress=False)
+
+
+def test_plateau_schedule_reduces_the_step_size_when_validation_stalls():
+    """Minimising w^2 by SGD at step size 1 flips the sign of w at every step, so the validation
+    loss stays at 1 until the schedule halves the step, which then lands on w = 0 exactly."""
+    import equinox as eqx
+    import optax
+
+    class W(eqx.Module):
+        w: jax.Array
+
+    def loss(m, key, batch):
+        return m.w ** 2 + 0.0 * jnp.mean(batch)
+
+    data = np.zeros((40, 1), np.float32)
+    patience = 3
+    trained, hist = fit(jax.random.key(0), W(jnp.asarray(1.0)), loss, data, optimizer=optax.sgd(1.0),
+                        clip_norm=None, batch_size=9, max_epochs=12, patience=50, progress=False,
+                        lr_decay_factor=0.5, lr_decay_patience=patience)
+    # Epoch 0 sets the best (1.0); epochs 1..3 do not improve, so epoch 4 runs at half the step
+    # and reaches 0 (an improvement); epochs 5..7 and 8..10 do not, so 8 and 11 halve again.
+    expected = [1.0] * 4 + [0.5] * 4 + [0.25] * 3 + [0.125]
+    np.testing.assert_array_equal(np.asarray(hist.lr_scale), expected)
+    np.testing.assert_array_equal(np.asarray(hist.val_loss[: patience + 1]), 1.0)
+    assert float(hist.val_loss[patience + 1]) == 0.0 and float(trained.w) == 0.0
+    # Without the schedule the loss never moves.
+    _, flat = fit(jax.random.key(0), W(jnp.asarray(1.0)), loss, data, optimizer=optax.sgd(1.0), clip_norm=None,
+                  batch_size=9, max_epochs=12, patience=50, progress=False)
+    np.testing.assert_array_equal(np.asarray(flat.val_loss), 1.0)
+    np.testing.assert_array_equal(np.asarray(flat.lr_scale), 1.0)
+
+
+def test_plateau_schedule_rejects_bad_settings():
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    data = (np.zeros((20, 3), np.float32), np.zeros((20, 1), np.float32))
+    for bad in (0.0, 1.0, -0.5, 2.0):
+        with pytest.raises(ValueError, match="lr_decay_factor"):
+            fit(jax.random.key(0), model, _mse, data, lr_decay_factor=bad, progress=False)
+    with pytest.raises(ValueError, match="lr_decay_patience"):
+        fit(jax.random.key(0), model, _mse, data, lr_decay_factor=0.5, lr_decay_patience=0, progress=False)
+    with pytest.raises(ValueError, match="validation split"):
+        fit(jax.random.key(0), model, _mse, data, lr_decay_factor=0.5, validation_fraction=0.0, progress=False)

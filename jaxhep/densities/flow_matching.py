@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.densities.ode import AbstractODEDensity, TimeConditionedMLP
+from jaxhep.densities.ode import AbstractODEDensity, time_conditioned_network
 
 
 class FlowMatching(AbstractODEDensity):
@@ -28,7 +28,9 @@ class FlowMatching(AbstractODEDensity):
         time_power: training times are t = u^(1 / (1 + time_power)) with u uniform, so
             density proportional to t^time_power; 0 is uniform, larger values favour the data end
             (Dax et al. 2023 use such a power law).
-        width, depth, num_frequencies, activation: the velocity network (`TimeConditionedMLP`).
+        width, depth, num_frequencies, activation: the velocity network.
+        network: "mlp" (`TimeConditionedMLP`, depth hidden layers) or "resnet"
+            (`TimeConditionedResNet`, depth residual blocks conditioned on x and t).
         rtol, atol: tolerances of the adaptive ODE solver (Tsit5).
         max_steps: solver step limit.
         net: a network (theta_t, x, t) -> velocity to use instead of building one.
@@ -49,6 +51,7 @@ class FlowMatching(AbstractODEDensity):
 
     def __init__(self, theta_dim: int, x_dim: int, *, sigma_min: float = 1e-3, time_power: float = 0.0,
                  width: int = 128, depth: int = 3, num_frequencies: int = 8, activation: str = "silu",
+                 network: str = "mlp",
                  rtol: float = 1e-3, atol: float = 1e-4, max_steps: int = 4096, net: eqx.Module | None = None,
                  key: PRNGKeyArray):
         for name, value in (("theta_dim", theta_dim), ("x_dim", x_dim), ("max_steps", max_steps)):
@@ -63,8 +66,8 @@ class FlowMatching(AbstractODEDensity):
         self.theta_dim, self.x_dim = theta_dim, x_dim
         self.sigma_min, self.time_power = float(sigma_min), float(time_power)
         self.rtol, self.atol, self.max_steps = float(rtol), float(atol), max_steps
-        self.net = net if net is not None else TimeConditionedMLP(
-            theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
+        self.net = net if net is not None else time_conditioned_network(
+            network, theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
 
     @property
     def t_noise(self) -> float:

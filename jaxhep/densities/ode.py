@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities.base import AbstractConditionalDensity, check_last_dim
-from jaxhep.nn import MLP
+from jaxhep.nn import MLP, ResidualMLP
 
 
 def time_features(t: Float[Array, ""], num_frequencies: int) -> Float[Array, " f"]:
@@ -63,6 +63,55 @@ class TimeConditionedMLP(eqx.Module):
 
     def __call__(self, theta: Float[Array, " d"], x: Float[Array, " c"], t: Float[Array, ""]) -> Float[Array, " d"]:
         return self.mlp(jnp.concatenate([theta, x, time_features(t, self.num_frequencies)]))
+
+
+class TimeConditionedResNet(eqx.Module):
+    """A residual network f(theta, x, t) -> R^d whose every block is conditioned on (x, t).
+
+    theta enters the input layer together with x and the sinusoidal time embedding; the
+    embedding and x are also added inside each residual block through their own linear layer
+    (`jaxhep.nn.ResidualMLP` with a context), so the condition reaches every depth, as in the
+    separate condition and time layers of PyTorch sbi's vector-field networks.
+
+    Arguments:
+        theta_dim: dimension of theta (and of the output).
+        x_dim: dimension of the conditioning vector.
+        width: hidden units.
+        depth: residual blocks (two linear layers each).
+        num_frequencies: frequencies of the time embedding.
+        activation: hidden activation.
+        key: PRNG key (keyword-only).
+    """
+
+    net: ResidualMLP
+    num_frequencies: int = eqx.field(static=True)
+
+    def __init__(self, theta_dim: int, x_dim: int, width: int = 128, depth: int = 2, num_frequencies: int = 8,
+                 activation: str = "silu", *, key: PRNGKeyArray):
+        if not isinstance(num_frequencies, int) or num_frequencies < 0:
+            raise ValueError(f"num_frequencies must be a non-negative integer, got {num_frequencies!r}")
+        self.num_frequencies = num_frequencies
+        self.net = ResidualMLP(theta_dim, theta_dim, width, depth, context_size=x_dim + 1 + 2 * num_frequencies,
+                               activation=activation, key=key)
+
+    def __call__(self, theta: Float[Array, " d"], x: Float[Array, " c"], t: Float[Array, ""]) -> Float[Array, " d"]:
+        return self.net(theta, jnp.concatenate([x, time_features(t, self.num_frequencies)]))
+
+
+NETWORKS = {"mlp": TimeConditionedMLP, "resnet": TimeConditionedResNet}
+"""The networks an ODE density can be built with, by name."""
+
+
+def time_conditioned_network(network: str, theta_dim: int, x_dim: int, width: int, depth: int,
+                             num_frequencies: int, activation: str, *, key: PRNGKeyArray) -> eqx.Module:
+    """Build the named network (theta, x, t) -> R^theta_dim (see `NETWORKS`).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; expected one of {sorted(NETWORKS)}")
+    return NETWORKS[network](theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
 
 
 def _solve(vector_field, y0, t0: float, t1: float, rtol: float, atol: float, max_steps: int):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import lineax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.densities.ode import AbstractODEDensity, TimeConditionedMLP, _solve
+from jaxhep.densities.ode import AbstractODEDensity, _solve, time_conditioned_network
 
 SDES = ("ve", "vp")
 
@@ -42,8 +42,9 @@ class ScoreDiffusion(AbstractODEDensity):
         theta_dim: dimension of theta.
         x_dim: dimension of x.
         sde: 've' (variance exploding) or 'vp' (variance preserving).
-        width, depth, num_frequencies, activation: the noise-prediction network
-            (`TimeConditionedMLP`).
+        width, depth, num_frequencies, activation: the noise-prediction network.
+        network: "mlp" (`TimeConditionedMLP`, depth hidden layers) or "resnet"
+            (`TimeConditionedResNet`, depth residual blocks conditioned on x and t).
         sigma_min, sigma_max: VE noise range (sigma_max should exceed the spread of theta).
         beta_min, beta_max: VP linear noise schedule.
         t_eps: smallest diffusion time used in training, sampling and log_prob (VP; the VE
@@ -76,7 +77,7 @@ class ScoreDiffusion(AbstractODEDensity):
     max_steps: int = eqx.field(static=True)
 
     def __init__(self, theta_dim: int, x_dim: int, sde: str = "ve", *, width: int = 128, depth: int = 3,
-                 num_frequencies: int = 8, activation: str = "silu", sigma_min: float = 1e-3,
+                 num_frequencies: int = 8, activation: str = "silu", network: str = "mlp", sigma_min: float = 1e-3,
                  sigma_max: float = 10.0, beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-5,
                  rtol: float = 1e-3, atol: float = 1e-4, max_steps: int = 4096, net: eqx.Module | None = None,
                  key: PRNGKeyArray):
@@ -97,8 +98,8 @@ class ScoreDiffusion(AbstractODEDensity):
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.beta_min, self.beta_max, self.t_eps = float(beta_min), float(beta_max), float(t_eps)
         self.rtol, self.atol, self.max_steps = float(rtol), float(atol), max_steps
-        self.net = net if net is not None else TimeConditionedMLP(
-            theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
+        self.net = net if net is not None else time_conditioned_network(
+            network, theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
         # Moments of the prior in this (standardised) space, used by the iid combination.
         self.prior_loc = jnp.zeros(theta_dim, jnp.float32)
         self.prior_cov = jnp.eye(theta_dim, dtype=jnp.float32)

@@ -28,6 +28,8 @@ class History(eqx.Module):
         epochs: number of epochs run.
         stopped_early: whether patience ran out before `max_epochs`.
         seconds: wall time of the run, compilation included.
+        lr_scale: the factor the step size was multiplied by in each epoch (all ones without a
+            plateau schedule; None where not recorded).
     """
 
     train_loss: Float[Array, " epochs"]
@@ -36,6 +38,7 @@ class History(eqx.Module):
     epochs: int = eqx.field(static=True)
     stopped_early: bool = eqx.field(static=True)
     seconds: float = eqx.field(static=True)
+    lr_scale: Float[Array, " epochs"] | None = None
 
 
 def _leading_size(data: PyTree) -> int:
@@ -88,6 +91,13 @@ def check_ema_decay(ema_decay: float | None) -> None:
         raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay!r}")
 
 
+def check_lr_decay(factor: float | None, patience: int) -> None:
+    """Raise ValueError unless `factor` is None or lies in (0, 1) and `patience` is a positive integer."""
+    if factor is not None and not 0.0 < factor < 1.0:
+        raise ValueError(f"lr_decay_factor must lie in (0, 1) or be None, got {factor!r}")
+    check_positive_int("lr_decay_patience", patience)
+
+
 def split_train_val(key: PRNGKeyArray, data: PyTree, validation_fraction: float) -> tuple[PyTree, PyTree | None]:
     """Randomly split a pytree of arrays into training and validation parts."""
     if not 0.0 <= validation_fraction < 1.0:
@@ -127,6 +137,8 @@ def fit(
     description: str = "training",
     ema_decay: float | None = None,
     validation_draws: int = 1,
+    lr_decay_factor: float | None = None,
+    lr_decay_patience: int = 10,
 ) -> tuple[PyTree, History]:
     """Train `model` by minibatch gradient descent with early stopping.
 
@@ -164,6 +176,12 @@ def fit(
             its own fixed keys, and averaged. For a stochastic loss (the random times and noise
             of diffusion and flow-matching models) this averages out the noise that early
             stopping would otherwise react to; a deterministic loss needs 1.
+        lr_decay_factor: if given (in (0, 1)), multiply the step size by this factor whenever
+            the validation loss has not improved for `lr_decay_patience` epochs in a row (the
+            count restarts after each reduction), as PyTorch's ReduceLROnPlateau does. The
+            optimizer's updates are scaled, so this works with any optimizer whose update is
+            proportional to its learning rate (Adam, SGD, ...). Needs a validation split.
+        lr_decay_patience: epochs without improvement before each reduction.
 
     Returns:
         (trained model, History).
@@ -177,6 +195,7 @@ def fit(
                         ("validation_draws", validation_draws)):
         check_positive_int(name, value)
     check_ema_decay(ema_decay)
+    check_lr_decay(lr_decay_factor, lr_decay_patience)
     if drop_invalid:
         data, _ = drop_nonfinite(data)
     else:
@@ -185,6 +204,8 @@ def fit(
                 raise ValueError("data contains NaN or inf (pass drop_invalid=True to drop those rows)")
     k_split, k_train, k_val = split_on_host(key, 3)
     train, val = split_train_val(k_split, data, validation_fraction)
+    if lr_decay_factor is not None and val is None:
+        raise ValueError("lr_decay_factor needs a validation split (validation_fraction > 0) to detect plateaus")
     n_train = _leading_size(train)
     batch_size = int(min(batch_size, n_train))
     n_batches = n_train // batch_size
@@ -217,7 +238,7 @@ def fit(
     avg = params if ema_decay is not None else None
 
     @jax.jit
-    def run_epoch(params, opt_state, avg, train, epoch):
+    def run_epoch(params, opt_state, avg, train, epoch, lr_scale):
         # Keys are derived inside the compiled program: eager splits compile per shape.
         k_perm, k_steps = jax.random.split(jax.random.fold_in(k_train, epoch))
         perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch_size]
@@ -229,6 +250,8 @@ def fit(
             k, batch, i = inp
             value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
             updates, s = optimizer.update(grads, s, p)
+            if lr_decay_factor is not None:
+                updates = jax.tree_util.tree_map(lambda u: (u * lr_scale).astype(u.dtype), updates)
             p = optax.apply_updates(p, updates)
             if a is not None:
                 k_step = (epoch * n_batches + i).astype(jnp.float32)
@@ -253,10 +276,15 @@ def fit(
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
     stopped_early = False
+    # The step-size factor of the plateau schedule, passed as an argument so that changing it
+    # does not recompile the epoch program.
+    lr_scale, since_decay, scales = 1.0, 0, []
     bar = tqdm(total=max_epochs, desc=description, disable=not progress, leave=False)
     try:
         for epoch in range(max_epochs):
-            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, train, np.int32(epoch))
+            scales.append(lr_scale)
+            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, train, np.int32(epoch),
+                                                       np.float32(lr_scale))
             tl, vl = float(tl), float(vl)
             current = params if avg is None else avg
             train_hist.append(tl)
@@ -268,9 +296,12 @@ def fit(
             if val is not None:
                 val_hist.append(vl)
                 if vl < best_val:
-                    best_val, best_params, best_epoch, since_best = vl, current, epoch, 0
+                    best_val, best_params, best_epoch, since_best, since_decay = vl, current, epoch, 0, 0
                 else:
                     since_best += 1
+                    since_decay += 1
+                    if lr_decay_factor is not None and since_decay >= lr_decay_patience:
+                        lr_scale, since_decay = lr_scale * lr_decay_factor, 0
                 bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", best=f"{best_val:.4f}", refresh=False)
                 if since_best >= patience:
                     stopped_early = True
@@ -289,6 +320,7 @@ def fit(
         best_epoch=int(best_epoch),
         epochs=len(train_hist),
         stopped_early=bool(stopped_early),
+        lr_scale=jnp.asarray(scales, dtype=jnp.float32),
         seconds=time.perf_counter() - start,
     )
     return eqx.combine(best_params, static), history
