@@ -38,6 +38,12 @@ def time_features(t: Float[Array, ""], num_frequencies: int) -> Float[Array, " f
     return jnp.concatenate([t[None], jnp.sin(freqs * t), jnp.cos(freqs * t)])
 
 
+def _checked_num_frequencies(num_frequencies: int) -> int:
+    if not isinstance(num_frequencies, int) or num_frequencies < 0:
+        raise ValueError(f"num_frequencies must be a non-negative integer, got {num_frequencies!r}")
+    return num_frequencies
+
+
 class TimeConditionedMLP(eqx.Module):
     """An MLP f(theta, x, t) -> R^d with a sinusoidal time embedding.
 
@@ -56,9 +62,7 @@ class TimeConditionedMLP(eqx.Module):
 
     def __init__(self, theta_dim: int, x_dim: int, width: int = 128, depth: int = 3, num_frequencies: int = 8,
                  activation: str = "silu", *, key: PRNGKeyArray):
-        if not isinstance(num_frequencies, int) or num_frequencies < 0:
-            raise ValueError(f"num_frequencies must be a non-negative integer, got {num_frequencies!r}")
-        self.num_frequencies = num_frequencies
+        self.num_frequencies = _checked_num_frequencies(num_frequencies)
         self.mlp = MLP(theta_dim + x_dim + 1 + 2 * num_frequencies, theta_dim, width, depth, activation, key=key)
 
     def __call__(self, theta: Float[Array, " d"], x: Float[Array, " c"], t: Float[Array, ""]) -> Float[Array, " d"]:
@@ -88,9 +92,7 @@ class TimeConditionedResNet(eqx.Module):
 
     def __init__(self, theta_dim: int, x_dim: int, width: int = 128, depth: int = 2, num_frequencies: int = 8,
                  activation: str = "silu", *, key: PRNGKeyArray):
-        if not isinstance(num_frequencies, int) or num_frequencies < 0:
-            raise ValueError(f"num_frequencies must be a non-negative integer, got {num_frequencies!r}")
-        self.num_frequencies = num_frequencies
+        self.num_frequencies = _checked_num_frequencies(num_frequencies)
         self.net = ResidualMLP(theta_dim, theta_dim, width, depth, context_size=x_dim + 1 + 2 * num_frequencies,
                                activation=activation, key=key)
 
