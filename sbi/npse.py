@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.densities import (NETWORKS, SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
-                              check_last_dim)
+from jaxhep.densities import (SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
+                              check_last_dim, check_network)
 from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior, check_training_data
 from jaxhep.training import check_positive_int
 
@@ -18,8 +18,7 @@ def _check_common(est) -> None:
     """Checks shared by the ODE-based estimators (the training settings are checked by the base)."""
     for name in ("hidden_features", "num_layers"):
         check_positive_int(name, getattr(est, name), numpy_ints=False)
-    if est.network not in NETWORKS:
-        raise ValueError(f"unknown network {est.network!r}; expected one of {sorted(NETWORKS)}")
+    check_network(est.network)
     if not (est.rtol > 0 and est.atol > 0):
         raise ValueError(f"rtol and atol must be positive, got {est.rtol}, {est.atol}")
 

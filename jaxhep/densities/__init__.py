@@ -13,8 +13,8 @@ __all__ = [
 
 from jaxhep.densities.flow_matching import FlowMatching  # noqa: E402
 from jaxhep.densities.ode import (NETWORKS, AbstractODEDensity, TimeConditionedMLP,  # noqa: E402
-                                  TimeConditionedResNet, time_features)
+                                  TimeConditionedResNet, check_network, time_features)
 from jaxhep.densities.score import SDES, ScoreDiffusion  # noqa: E402
 
 __all__ += ["AbstractODEDensity", "FlowMatching", "NETWORKS", "SDES", "ScoreDiffusion", "TimeConditionedMLP",
-            "TimeConditionedResNet", "time_features"]
+            "TimeConditionedResNet", "check_network", "time_features"]

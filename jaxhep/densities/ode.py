@@ -104,6 +104,12 @@ NETWORKS = {"mlp": TimeConditionedMLP, "resnet": TimeConditionedResNet}
 """The networks an ODE density can be built with, by name."""
 
 
+def check_network(network: str) -> None:
+    """Raise ValueError unless `network` names one of `NETWORKS`."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; expected one of {sorted(NETWORKS)}")
+
+
 def time_conditioned_network(network: str, theta_dim: int, x_dim: int, width: int, depth: int,
                              num_frequencies: int, activation: str, *, key: PRNGKeyArray) -> eqx.Module:
     """Build the named network (theta, x, t) -> R^theta_dim (see `NETWORKS`).
@@ -111,8 +117,7 @@ def time_conditioned_network(network: str, theta_dim: int, x_dim: int, width: in
     Raises:
         ValueError: for an unknown name.
     """
-    if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}; expected one of {sorted(NETWORKS)}")
+    check_network(network)
     return NETWORKS[network](theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
 
 

@@ -178,7 +178,8 @@ def fit(
             stopping would otherwise react to; a deterministic loss needs 1.
         lr_decay_factor: if given (in (0, 1)), multiply the step size by this factor whenever
             the validation loss has not improved for `lr_decay_patience` epochs in a row (the
-            count restarts after each reduction), as PyTorch's ReduceLROnPlateau does. The
+            count restarts after each reduction), in the manner of PyTorch's ReduceLROnPlateau
+            (which waits one epoch more and has an improvement threshold). The
             optimizer's updates are scaled, so this works with any optimizer whose update is
             proportional to its learning rate (Adam, SGD, ...). Needs a validation split.
         lr_decay_patience: epochs without improvement before each reduction.
