@@ -1,5 +1,6 @@
 """Property tests over every bijection: invertibility and log-determinants against jax.jacobian."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,14 +22,17 @@ def _registry():
         "coupling_affine": perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[1]), k[2]),
         "coupling_spline": perturb(Coupling(DIM, alternating_mask(DIM, False), COND, "spline", 16, num_bins=6,
                                              key=k[3]), k[4]),
+        "coupling_spline_spare_slots": perturb(Coupling(DIM, [False, True, False], COND, "spline", 16, num_bins=6,
+                                                         slots=3, key=k[2]), k[5]),
         "made_affine": perturb(MaskedAutoregressive(DIM, COND, "affine", 16, key=k[5]), k[6]),
         "made_spline": perturb(MaskedAutoregressive(DIM, COND, "spline", 16, num_bins=5, key=k[7]), k[0], 0.2),
         "unconditional_made": perturb(MaskedAutoregressive(DIM, 0, "affine", 16, key=k[2]), k[3]),
         "box": BoxToReal(jnp.array([-1.0, 0.0, -jnp.inf]), jnp.array([2.0, jnp.inf, 3.0])),
         "chain": Chain([perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "spline", 16, key=k[5]), k[1]),
                         Permutation([1, 2, 0]), perturb(LULinear(DIM), k[7])]),
+        # Odd DIM: the layers with one transformed dimension carry a spare slot (slots=2).
         "stacked": Stacked([Chain([perturb(Coupling(DIM, alternating_mask(DIM, i % 2 == 0), COND, "spline", 16,
-                                                      num_bins=4, key=kk), kk), perturb(LULinear(DIM), kk)])
+                                                      num_bins=4, slots=2, key=kk), kk), perturb(LULinear(DIM), kk)])
                             for i, kk in enumerate(jax.random.split(k[3], 3))]),
         "invert": Invert(perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[6]), k[4])),
     }
@@ -107,6 +111,9 @@ def test_bad_arguments_raise():
         Coupling(3, [False, False, False], key=jax.random.key(0))
     with pytest.raises(ValueError, match="transformer"):
         Coupling(3, [True, False, False], transformer="cubic", key=jax.random.key(0))
+    for slots in (1, 4, 2.0):
+        with pytest.raises(ValueError, match="slots"):
+            Coupling(3, [True, True, False], slots=slots, key=jax.random.key(0))
     with pytest.raises(ValueError, match="share dim"):
         Chain([Permutation([0, 1]), Permutation([0, 1, 2])])
     with pytest.raises(ValueError, match="low < high"):
@@ -134,3 +141,27 @@ def test_spline_matches_distrax(direction):
     y2, l2 = getattr(ref, direction)(v, params)
     np.testing.assert_allclose(y1, y2, atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(l1, l2, atol=2e-4, rtol=1e-4)
+
+
+def test_coupling_spare_slots_change_nothing():
+    # A layer with spare slots computes transformer parameters for pass-through dimensions and
+    # discards them: with the used rows of its output layer equal to those of the layer without
+    # spares, the two maps agree, and the pass-through dimensions are copied exactly.
+    key = jax.random.key(3)
+    plain = perturb(Coupling(4, [False, True, False, True], COND, "spline", 16, num_bins=5, key=key), key)
+    spare = Coupling(4, [False, True, False, True], COND, "spline", 16, num_bins=5, slots=4, key=key)
+    used = plain.conditioner.final.weight.shape[0]
+    noise = jax.random.normal(jax.random.key(4), spare.conditioner.final.weight.shape)
+    weight = noise.at[:used].set(plain.conditioner.final.weight)
+    bias = jnp.ones(spare.conditioner.final.bias.shape).at[:used].set(plain.conditioner.final.bias)
+    spare = eqx.tree_at(lambda c: (c.conditioner.initial, c.conditioner.blocks, c.conditioner.final.weight,
+                                   c.conditioner.final.bias),
+                        spare, (plain.conditioner.initial, plain.conditioner.blocks, weight, bias))
+    x = jax.random.normal(jax.random.key(5), (16, 4)) * 1.5
+    c = jax.random.normal(jax.random.key(6), (16, COND))
+    y_plain, ld_plain = jax.vmap(plain.transform_and_log_det)(x, c)
+    y_spare, ld_spare = jax.vmap(spare.transform_and_log_det)(x, c)
+    np.testing.assert_allclose(y_spare, y_plain, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ld_spare, ld_plain, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(y_spare[:, [0, 2]], x[:, [0, 2]])
+    assert float(jnp.max(jnp.abs(y_spare[:, [1, 3]] - x[:, [1, 3]]))) > 1e-2

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxhep.bijections.base import AbstractBijection
 
@@ -99,7 +100,7 @@ class Stacked(AbstractBijection):
         statics = {jax.tree_util.tree_structure(p[0]) for p in parts}
         if len(statics) != 1 or any(not eqx.tree_equal(parts[0][1], p[1]) for p in parts[1:]):
             raise ValueError("Stacked layers must share pytree structure and static fields")
-        arrays = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[p[0] for p in parts])
+        arrays = jax.tree_util.tree_map(_stack, *[p[0] for p in parts])
         self.stacked = eqx.combine(arrays, parts[0][1])
         self.num_layers, self.dim, self.cond_dim = len(layers), layers[0].dim, layers[0].cond_dim
 
@@ -126,3 +127,11 @@ class Stacked(AbstractBijection):
         """The i-th layer as a standalone bijection."""
         arrays, static = eqx.partition(self.stacked, eqx.is_array)
         return eqx.combine(jax.tree_util.tree_map(lambda a: a[i], arrays), static)
+
+
+def _stack(*leaves):
+    """Stack layer arrays along a new leading axis; concrete ones on the host, since an eager
+    jnp.stack compiles a small program for every distinct leaf shape (about 20-70 ms each)."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return jnp.stack(leaves)
+    return jax.device_put(np.stack([np.asarray(leaf) for leaf in leaves]))

@@ -19,9 +19,13 @@ class Coupling(AbstractBijection):
     """Masked coupling layer: y = where(mask, tau(x; NN(x * (1 - mask), condition)), x).
 
     The conditioner sees the untransformed dimensions (the others are zeroed) and outputs
-    transformer parameters for every dimension, of which the masked ones are used. Keeping the
-    mask as data rather than structure makes layers with different masks identical in
-    structure, so a stack of them compiles once under `Stacked`.
+    transformer parameters for `slots` dimensions only: the transformed ones, gathered by an
+    index array, so no transformer work is spent on dimensions that pass through. The mask and
+    the index are data rather than structure, so layers with different masks but the same
+    number of slots are identical in structure and a stack of them compiles once under
+    `Stacked`. A layer with fewer transformed dimensions than slots (e.g. the smaller half of
+    an odd-sized alternating mask) fills the spare slots with distinct pass-through dimensions,
+    whose outputs are discarded.
 
     Arguments:
         dim: vector size.
@@ -30,36 +34,52 @@ class Coupling(AbstractBijection):
         transformer: 'affine' or 'spline'.
         width, num_blocks, activation: residual conditioner network settings.
         num_bins, bound: spline settings.
+        slots: transformer slots, from the number of True entries of `mask` (the default) up to
+            `dim`.
         key: PRNG key (keyword-only).
     """
 
     dim: int = eqx.field(static=True)
     cond_dim: int = eqx.field(static=True)
+    slots: int = eqx.field(static=True)
     mask: jax.Array  # boolean, so never trained
+    index: jax.Array  # integer: the dimension each slot transforms
+    valid: jax.Array  # boolean: which slots hold a transformed dimension
     transformer: AffineTransformer | SplineTransformer
     conditioner: ResidualMLP
 
     def __init__(self, dim: int, mask, cond_dim: int = 0, transformer: str = "spline", width: int = 50,
                  num_blocks: int = 2, activation: str | Callable = "relu", num_bins: int = 10,
-                 bound: float = 3.0, *, key: PRNGKeyArray):
+                 bound: float = 3.0, slots: int | None = None, *, key: PRNGKeyArray):
         _check_dims(dim, cond_dim)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (dim,) or not mask.any():
             raise ValueError(f"mask must be a boolean array of shape ({dim},) with at least one True, got {mask}")
-        self.dim, self.cond_dim = dim, cond_dim
+        transformed, passed = np.flatnonzero(mask), np.flatnonzero(~mask)
+        slots = len(transformed) if slots is None else slots
+        if not isinstance(slots, (int, np.integer)) or not len(transformed) <= slots <= dim:
+            raise ValueError(f"slots must be an integer from the {len(transformed)} transformed dimensions up to "
+                             f"dim={dim}, got {slots!r}")
+        self.dim, self.cond_dim, self.slots = dim, cond_dim, int(slots)
         self.mask = jnp.asarray(mask)
+        # Spare slots take distinct pass-through dimensions: a repeated index would make the
+        # scatter in `_apply` count that dimension's gradient twice.
+        spare = self.slots - len(transformed)
+        self.index = jnp.asarray(np.concatenate([transformed, passed[:spare]]).astype(np.int32))
+        self.valid = jnp.asarray(np.arange(self.slots) < len(transformed))
         self.transformer = make_transformer(transformer, num_bins, bound)
-        net = ResidualMLP(dim, dim * self.transformer.num_params, width, num_blocks, context_size=cond_dim,
+        net = ResidualMLP(dim, self.slots * self.transformer.num_params, width, num_blocks, context_size=cond_dim,
                           activation=activation, key=key)
         self.conditioner = eqx.tree_at(lambda n: n.final, net, zero_init(net.final))
 
     def _apply(self, x, condition, inverse: bool):
         ctx = condition if self.cond_dim > 0 else None
         raw = self.conditioner(jnp.where(self.mask, 0.0, x), ctx)
-        params = raw.reshape(self.dim, self.transformer.num_params)
+        params = raw.reshape(self.slots, self.transformer.num_params)
         fn = self.transformer.inverse if inverse else self.transformer.forward
-        y, ld = fn(x, params)
-        return jnp.where(self.mask, y, x), jnp.sum(jnp.where(self.mask, ld, 0.0))
+        picked = x[self.index]
+        y, ld = fn(picked, params)
+        return x.at[self.index].set(jnp.where(self.valid, y, picked)), jnp.sum(jnp.where(self.valid, ld, 0.0))
 
     def transform_and_log_det(self, x, condition=None):
         return self._apply(x, condition, inverse=False)

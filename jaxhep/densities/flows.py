@@ -83,6 +83,9 @@ def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
     _check_flow_args(theta_dim, x_dim, num_transforms)
     # One host generator per layer (see jaxhep.nn.init: no compilation while building).
     keys = numpy_rng(key).spawn(num_transforms)
+    # Every coupling layer gets as many transformer slots as the larger half of the
+    # alternating mask, so that all layers share one structure (see `Coupling`).
+    slots = int(max(alternating_mask(theta_dim, even).sum() for even in (True, False)))
     layers = []
     for i, k in enumerate(keys):
         if autoregressive:
@@ -92,7 +95,7 @@ def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
                 layers.append(Permutation(np.arange(theta_dim)[::-1]))
         else:
             layers.append(Coupling(theta_dim, alternating_mask(theta_dim, even=i % 2 == 0), x_dim, "spline",
-                                   hidden_features, num_blocks, activation, num_bins, tail_bound, key=k))
+                                   hidden_features, num_blocks, activation, num_bins, tail_bound, slots, key=k))
             if theta_dim > 1:
                 layers.append(LULinear(theta_dim))
     return Flow(_stack(layers, 2 if theta_dim > 1 else 1), theta_dim, x_dim)

@@ -220,7 +220,8 @@ def fit(
     # Weak-typed leaves (e.g. from jnp.full(shape, 1.0)) come back strongly typed after the
     # first update, which would make the epoch program compile a second time.
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), params)
-    opt_state = optimizer.init(params)
+    # One compiled program instead of an eager zeros_like (one small compilation) per leaf shape.
+    opt_state = jax.jit(optimizer.init)(params)
 
     def loss_of_params(p, k, batch):
         return loss_fn(eqx.combine(p, static), k, batch)
