@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,6 +19,9 @@ import numpy as np
 from jaxhep import simulators
 from jaxhep.diagnostics import c2st
 from jaxhep.sbi import NPE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from diffusion_table import parse_settings  # noqa: E402
 
 
 def main() -> None:
@@ -29,10 +34,16 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=None, help="override NPE's default")
     p.add_argument("--num-transforms", type=int, default=None, help="override NPE's default")
     p.add_argument("--hidden-features", type=int, default=None, help="override NPE's default")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="any other NPE setting, e.g. batch_size=100 patience=30")
     p.add_argument("--out", default="experiments/benchmarks/out/npe_accuracy.json")
     args = p.parse_args()
-    overrides = {k: v for k, v in (("learning_rate", args.learning_rate), ("num_transforms", args.num_transforms),
-                                   ("hidden_features", args.hidden_features)) if v is not None}
+    try:
+        overrides = parse_settings(args.set)
+    except ValueError as e:
+        p.error(str(e))
+    overrides.update({k: v for k, v in (("learning_rate", args.learning_rate), ("num_transforms", args.num_transforms),
+                                        ("hidden_features", args.hidden_features)) if v is not None})
     results = {"argv": vars(args), "load_average_start": os.getloadavg(), "tasks": {}}
     for name in args.tasks:
         task = simulators.get_task(name)
