@@ -61,12 +61,13 @@ class Coupling(AbstractBijection):
             raise ValueError(f"slots must be an integer from the {len(transformed)} transformed dimensions up to "
                              f"dim={dim}, got {slots!r}")
         self.dim, self.cond_dim, self.slots = dim, cond_dim, int(slots)
-        self.mask = jnp.asarray(mask)
+        # device_put, not jnp.asarray: the latter compiles a small program per shape and dtype.
+        self.mask = jax.device_put(mask)
         # Spare slots take distinct pass-through dimensions: a repeated index would make the
         # scatter in `_apply` count that dimension's gradient twice.
         spare = self.slots - len(transformed)
-        self.index = jnp.asarray(np.concatenate([transformed, passed[:spare]]).astype(np.int32))
-        self.valid = jnp.asarray(np.arange(self.slots) < len(transformed))
+        self.index = jax.device_put(np.concatenate([transformed, passed[:spare]]).astype(np.int32))
+        self.valid = jax.device_put(np.arange(self.slots) < len(transformed))
         self.transformer = make_transformer(transformer, num_bins, bound)
         net = ResidualMLP(dim, self.slots * self.transformer.num_params, width, num_blocks, context_size=cond_dim,
                           activation=activation, key=key)

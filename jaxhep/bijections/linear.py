@@ -87,11 +87,13 @@ class LULinear(AbstractBijection):
         _check_dims(dim, 0)
         del key
         self.dim, self.cond_dim = dim, 0
-        dtype = jnp.result_type(float)  # a strong dtype: weak-typed leaves change type after one update
-        self.lower = jnp.zeros((dim, dim), dtype)
-        self.upper = jnp.zeros((dim, dim), dtype)
-        self.raw_diag = jnp.full((dim,), float(np.log(np.expm1(1.0 - 1e-3))), dtype)
-        self.bias = jnp.zeros((dim,), dtype)
+        # A strong dtype (weak-typed leaves change type after one update), built on the host
+        # (eager jnp.zeros would compile a small program per shape).
+        dtype = jnp.result_type(float)
+        self.lower = jax.device_put(np.zeros((dim, dim), dtype))
+        self.upper = jax.device_put(np.zeros((dim, dim), dtype))
+        self.raw_diag = jax.device_put(np.full((dim,), np.log(np.expm1(1.0 - 1e-3)), dtype))
+        self.bias = jax.device_put(np.zeros((dim,), dtype))
 
     def _factors(self):
         eye = jnp.eye(self.dim)
