@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxhep.densities.flows import nsf
 from jaxhep.nn import MLP, ResidualMLP
 from jaxhep.nn.init import linear, numpy_rng, split_on_host
 
@@ -59,4 +60,7 @@ def test_building_networks_compiles_nothing(caplog):
     with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
         MLP(7, 3, width=37, depth=3, key=key)
         ResidualMLP(5, 11, width=29, num_blocks=2, context_size=4, key=key)
+        # A whole spline flow: coupling layers (with a spare slot, odd dimension), LU layers, and
+        # their stacking for lax.scan.
+        nsf(5, 3, num_transforms=3, hidden_features=31, num_bins=7, key=key)
     assert not [r for r in caplog.records if "Compiling" in r.getMessage()]
