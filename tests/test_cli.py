@@ -1,6 +1,8 @@
 """`jaxhep run` end to end on a small budget: files written, summary consistent, errors reported."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -42,3 +44,18 @@ def test_run_accepts_the_diffusion_methods(tmp_path):
         summary = json.loads((tmp_path / f"two_moons_{method}_summary.json").read_text())
         assert summary["epochs"] == 3 and 0.45 <= summary["c2st"] <= 1.0
         assert (tmp_path / f"two_moons_{method}_corner.png").stat().st_size > 5000
+
+
+def test_run_fills_and_reuses_a_compilation_cache(tmp_path):
+    # In subprocesses: the cache directory is process-wide JAX configuration. The second run
+    # finds every program it compiles in the cache, so it adds no entries.
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "300", "--max-epochs", "2",
+            "--num-samples", "300", "--no-progress", "--out", str(tmp_path / "out"), "--compilation-cache", str(cache)]
+    subprocess.run(argv, check=True, capture_output=True)
+    first = sorted(p.name for p in cache.iterdir())
+    assert len(first) >= 2  # at least the training epoch and the sampler
+    subprocess.run(argv, check=True, capture_output=True)
+    assert sorted(p.name for p in cache.iterdir()) == first
+    summary = json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
+    assert summary["compilation_cache"] == str(cache)
