@@ -52,10 +52,17 @@ def test_run_fills_and_reuses_a_compilation_cache(tmp_path):
     cache = tmp_path / "cache"
     argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "300", "--max-epochs", "2",
             "--num-samples", "300", "--no-progress", "--out", str(tmp_path / "out"), "--compilation-cache", str(cache)]
-    subprocess.run(argv, check=True, capture_output=True)
+
+    def run_cli():
+        # From tmp_path: started in the repository root, `-m` would import the source folder
+        # (without jaxhep.sbi, which only the installed package maps) instead of the package.
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    run_cli()
     first = sorted(p.name for p in cache.iterdir())
     assert len(first) >= 2  # at least the training epoch and the sampler
-    subprocess.run(argv, check=True, capture_output=True)
+    run_cli()
     assert sorted(p.name for p in cache.iterdir()) == first
     summary = json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
     assert summary["compilation_cache"] == str(cache)
