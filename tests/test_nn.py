@@ -44,3 +44,33 @@ def test_permutation_invariant_summary():
         net(jnp.zeros(14))
     with pytest.raises(ValueError, match="num_items"):
         PermutationInvariant(0, 3, key=jax.random.key(0))
+
+
+def test_standardized_set_summary_is_the_documented_function():
+    net = PermutationInvariant(5, 3, out_size=4, width=16, standardize=True, key=jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (15,)) * jnp.tile(jnp.array([0.01, 1.0, 30.0]), 5)
+    items = x.reshape(5, 3)
+    out = net(x)
+    assert out.shape == (4,)
+    mean, var = items.mean(0), items.var(0) + net.eps
+    pooled = jnp.mean(jax.vmap(net.phi)((items - mean) / jnp.sqrt(var)), axis=0)
+    expected = net.rho(jnp.concatenate([pooled, mean, 0.5 * jnp.log(var)]))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-4, atol=1e-5)
+    shuffled = items[jnp.array([3, 0, 4, 2, 1])].ravel()
+    np.testing.assert_allclose(np.asarray(net(shuffled)), np.asarray(out), rtol=1e-5, atol=1e-5)
+    # What phi sees does not change under a positive rescaling and shift of each coordinate.
+    scale, shift = jnp.array([100.0, 0.5, 2.0]), jnp.array([-3.0, 7.0, 0.0])
+    phi_in = lambda it: (it - it.mean(0)) / jnp.sqrt(it.var(0))  # noqa: E731
+    np.testing.assert_allclose(np.asarray(phi_in(items * scale + shift)), np.asarray(phi_in(items)), atol=1e-4)
+    # A set of identical items (zero spread) stays finite, value and gradient.
+    same = jnp.tile(jnp.array([0.3, -1.0, 2.0]), 5)
+    assert np.all(np.isfinite(np.asarray(net(same))))
+    grad = jax.grad(lambda v: net(v).sum())(same)
+    assert np.all(np.isfinite(np.asarray(grad)))
+    # The plain summary has a narrower rho input; the options are checked.
+    assert PermutationInvariant(5, 3, width=16, key=jax.random.key(0)).rho.layers[0].weight.shape[1] == 16
+    assert net.rho.layers[0].weight.shape[1] == 16 + 6
+    with pytest.raises(TypeError, match="standardize"):
+        PermutationInvariant(5, 3, standardize="yes", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="eps"):
+        PermutationInvariant(5, 3, standardize=True, eps=0.0, key=jax.random.key(0))

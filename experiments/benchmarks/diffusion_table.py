@@ -29,7 +29,9 @@ import numpy as np
 
 TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture", "slcp", "bernoulli_glm")
 METHODS = ("npe", "npse", "npse_vp", "fmpe")
-DEEPSETS = tuple(m + "_deepsets" for m in ("npe", "npse", "fmpe"))
+# Variants with a permutation-invariant embedding of x (jaxhep.nn.PermutationInvariant): plain
+# Deep Sets, and with the items standardised within each x (standardize=True).
+DEEPSETS = tuple(m + suffix for suffix in ("_deepsets", "_setnorm") for m in ("npe", "npse", "fmpe"))
 
 SBI_SCRIPT = r"""
 import json, os, sys, time
@@ -65,7 +67,7 @@ with open(sys.argv[2] + "_info.json", "w") as f:
 """
 
 
-# Tasks whose x is a set of iid draws: (number of draws, size of each), for the "_deepsets"
+# Tasks whose x is a set of iid draws: (number of draws, size of each), for the "_deepsets" and "_setnorm"
 # variants, which summarise x with a permutation-invariant embedding trained with the density.
 IID_STRUCTURE = {"slcp": (4, 2)}
 
@@ -92,10 +94,12 @@ def build(method: str, max_epochs: int | None, task_name: str, settings: dict | 
     kw = {"progress": False, **(settings or {})}
     if max_epochs is not None:
         kw["max_epochs"] = max_epochs
-    if method.endswith("_deepsets"):
-        items, size = IID_STRUCTURE[task_name]
-        kw["embedding_net"] = PermutationInvariant(items, size, out_size=20, width=64, key=jax.random.key(11))
-        method = method.removesuffix("_deepsets")
+    for suffix, standardize in (("_deepsets", False), ("_setnorm", True)):
+        if method.endswith(suffix):
+            items, size = IID_STRUCTURE[task_name]
+            kw["embedding_net"] = PermutationInvariant(items, size, out_size=20, width=64, standardize=standardize,
+                                                       key=jax.random.key(11))
+            method = method.removesuffix(suffix)
     return {"npe": lambda: NPE(**kw), "npse": lambda: NPSE(sde="ve", **kw), "npse_vp": lambda: NPSE(sde="vp", **kw),
             "fmpe": lambda: FMPE(**kw)}[method]()
 
@@ -123,7 +127,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--methods", nargs="*", default=list(METHODS),
-                   help=f"ours: {METHODS + DEEPSETS} (the _deepsets ones run only on {sorted(IID_STRUCTURE)})")
+                   help=f"ours: {METHODS + DEEPSETS} (the _deepsets and _setnorm ones run only on {sorted(IID_STRUCTURE)})")
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own)")
@@ -171,7 +175,7 @@ def main(argv=None):
             save()
 
         for method in args.methods:
-            if method.endswith("_deepsets") and task_name not in IID_STRUCTURE:
+            if method.endswith(("_deepsets", "_setnorm")) and task_name not in IID_STRUCTURE:
                 continue
             est = build(method, args.max_epochs, task_name, settings)
             t0 = time.perf_counter()
