@@ -17,3 +17,34 @@ def perturb(module, key, scale=0.1):
     keys = jax.random.split(key, len(leaves))
     leaves = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
     return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
+
+
+def location_scale_problem(m=8, n=6000):
+    """A problem whose information sits in the spread of iid items, with its exact posterior.
+
+    theta = (mu, log sigma) with a uniform prior on [-5, 5] x [-3, 1]; x = m iid draws of
+    N(mu, sigma^2). Away from the prior's bounds on mu the posterior given x is: log sigma with
+    density ~ sigma^-(m-1) exp(-S / (2 sigma^2)) (S the items' sum of squared deviations from
+    their mean), then mu | sigma ~ N(mean(x), sigma^2 / m).
+
+    Returns:
+        (prior, theta, x, x_obs, truth) with truth = dict(log_sigma_mean, log_sigma_std,
+        mu_mean, mu_std) of the exact posterior given x_obs (sigma integrated on a fine grid).
+    """
+    import jax.numpy as jnp
+    import numpy as np
+    import numpyro.distributions as dist
+
+    prior = dist.Uniform(jnp.array([-5.0, -3.0]), jnp.array([5.0, 1.0])).to_event(1)
+    k1, k2 = jax.random.split(jax.random.key(12))
+    theta = prior.sample(k1, (n,))
+    x = theta[:, :1] + jnp.exp(theta[:, 1:]) * jax.random.normal(k2, (n, m))
+    x_obs = np.asarray(2.0 + jax.random.normal(jax.random.key(15), (m,)))
+    grid = np.linspace(-3.0, 1.0, 20_001)
+    logw = -(m - 1) * grid - float(np.sum((x_obs - x_obs.mean()) ** 2)) / (2.0 * np.exp(2.0 * grid))
+    w = np.exp(logw - logw.max())
+    w /= w.sum()
+    ls_mean = float(np.sum(w * grid))
+    truth = dict(log_sigma_mean=ls_mean, log_sigma_std=float(np.sqrt(np.sum(w * (grid - ls_mean) ** 2))),
+                 mu_mean=float(x_obs.mean()), mu_std=float(np.sqrt(np.sum(w * np.exp(2.0 * grid)) / m)))
+    return prior, theta, x, x_obs, truth

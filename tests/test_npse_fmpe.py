@@ -167,3 +167,25 @@ def test_weight_decay_shrinks_the_trained_weights():
     plain = FMPE(**settings).fit(jax.random.key(1), theta, x)
     decayed = FMPE(weight_decay=100.0, **settings).fit(jax.random.key(1), theta, x)
     assert weight_norm(decayed) < 0.5 * weight_norm(plain)
+
+
+@pytest.mark.parametrize("make", [FMPE, lambda **kw: NPSE(sde="ve", **kw)], ids=["fmpe", "npse"])
+def test_set_embedding_trains_with_the_model_and_matches_location_scale_posterior(make):
+    # x = 8 iid draws of N(mu, sigma^2), reaching the model only through a standardised set
+    # embedding; exact posterior from helpers.location_scale_problem.
+    from helpers import location_scale_problem
+
+    from jaxhep.nn import PermutationInvariant
+
+    prior, theta, x, x_obs, truth = location_scale_problem()
+    m = x.shape[1]
+    emb = PermutationInvariant(m, 1, out_size=8, width=32, standardize=True, key=jax.random.key(13))
+    post = make(hidden_features=64, num_layers=3, max_epochs=150, patience=20, progress=False,
+                embedding_net=emb).fit(jax.random.key(14), theta, x, prior=prior)
+    assert post.x_dim == m
+    assert not eqx.tree_equal(post.estimator.base.embedding, emb)  # trained together with the model
+    samples = np.asarray(post.sample(jax.random.key(16), x_obs, (5_000,)))
+    assert abs(samples[:, 1].mean() - truth["log_sigma_mean"]) < 0.5 * truth["log_sigma_std"]
+    assert 0.75 < samples[:, 1].std() / truth["log_sigma_std"] < 1.35
+    assert abs(samples[:, 0].mean() - truth["mu_mean"]) < 0.5 * truth["mu_std"]
+    assert 0.75 < samples[:, 0].std() / truth["mu_std"] < 1.35
