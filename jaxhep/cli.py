@@ -17,10 +17,17 @@ def _available_methods() -> tuple[str, ...]:
     return tuple(m for m in ("npe", "npse", "fmpe") if hasattr(sbi_pkg, m.upper()))
 
 
+EMBEDDINGS = ("none", "setnorm", "deepsets")
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="two_moons", help="benchmark task (default two_moons)")
     parser.add_argument("--method", default="npe", help="npe (default), npse or fmpe")
     parser.add_argument("--density-estimator", default="nsf", help="NPE density: nsf, nsf_autoregressive, maf, mdn")
+    parser.add_argument("--embedding", choices=EMBEDDINGS, default="none",
+                        help="summarise x before the density, for tasks whose x is a set of iid draws (slcp): "
+                             "'setnorm' (items standardised within each x, jaxhep.nn.PermutationInvariant with "
+                             "standardize=True), 'deepsets' (plain), or 'none' (default)")
     parser.add_argument("--simulations", type=int, default=10_000, help="training simulations (default 10000)")
     parser.add_argument("--observation", type=int, default=1, help="built-in observation number (1-10)")
     parser.add_argument("--num-samples", type=int, default=10_000, help="posterior samples to draw (default 10000)")
@@ -59,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     task = simulators.get_task(args.task)
     if not 1 <= args.observation <= task.num_observations:
         raise ValueError(f"--observation must lie in 1..{task.num_observations}, got {args.observation}")
+    if args.embedding != "none" and task.iid_items is None:
+        with_items = [name for name in simulators.TASKS if simulators.get_task(name).iid_items is not None]
+        raise ValueError(f"--embedding {args.embedding} needs a task whose x is a set of iid draws "
+                         f"({', '.join(with_items)}); {task.name}'s x is not")
     os.makedirs(args.out, exist_ok=True)
     if args.compilation_cache:
         os.makedirs(args.compilation_cache, exist_ok=True)
@@ -79,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         settings["max_epochs"] = args.max_epochs
     if args.method == "npe":
         settings["density_estimator"] = args.density_estimator
+    if args.embedding != "none":
+        from jaxhep.nn import PermutationInvariant
+
+        settings["embedding_net"] = PermutationInvariant(*task.iid_items, out_size=20, width=64,
+                                                         standardize=args.embedding == "setnorm",
+                                                         key=jax.random.fold_in(k_fit, 1))
     estimator = getattr(sbi_pkg, args.method.upper())(**settings)
     t0 = time.perf_counter()
     posterior = estimator.fit(k_fit, theta, x, prior=task.prior)
@@ -108,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     loss_path = os.path.join(args.out, f"{task.name}_{args.method}_loss.png")
     loss_curves(posterior.history, path=loss_path)
     summary = {
-        "task": task.name, "method": args.method, "simulations": args.simulations,
+        "task": task.name, "method": args.method, "embedding": args.embedding, "simulations": args.simulations,
         "observation": args.observation, "seed": args.seed, "num_samples": args.num_samples,
         "c2st": accuracy, "epochs": posterior.history.epochs, "best_epoch": posterior.history.best_epoch,
         "final_val_loss": float(posterior.history.val_loss[-1]) if posterior.history.val_loss.size else None,

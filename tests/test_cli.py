@@ -66,3 +66,14 @@ def test_run_fills_and_reuses_a_compilation_cache(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == first
     summary = json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
     assert summary["compilation_cache"] == str(cache)
+
+
+def test_run_with_a_set_embedding_on_a_task_of_iid_items(tmp_path, capsys):
+    code = main(["run", "--task", "slcp", "--method", "fmpe", "--embedding", "setnorm", "--simulations", "500",
+                 "--max-epochs", "2", "--num-samples", "500", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    summary = json.loads((tmp_path / "slcp_fmpe_summary.json").read_text())
+    assert summary["embedding"] == "setnorm" and summary["epochs"] == 2
+    # two_moons' x is not a set of iid draws: a clear error, not a silently ignored option.
+    assert main(["run", "--embedding", "setnorm", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "needs a task whose x is a set of iid draws (slcp)" in capsys.readouterr().err

@@ -67,11 +67,6 @@ with open(sys.argv[2] + "_info.json", "w") as f:
 """
 
 
-# Tasks whose x is a set of iid draws: (number of draws, size of each), for the "_deepsets" and "_setnorm"
-# variants, which summarise x with a permutation-invariant embedding trained with the density.
-IID_STRUCTURE = {"slcp": (4, 2)}
-
-
 def parse_settings(items) -> dict:
     """KEY=VALUE strings to a dict; values are read as JSON where they parse (numbers, true,
     null), otherwise kept as strings."""
@@ -90,13 +85,15 @@ def parse_settings(items) -> dict:
 def build(method: str, max_epochs: int | None, task_name: str, settings: dict | None = None):
     from jaxhep.nn import PermutationInvariant
     from jaxhep.sbi import FMPE, NPE, NPSE
+    from jaxhep.simulators import get_task
 
     kw = {"progress": False, **(settings or {})}
     if max_epochs is not None:
         kw["max_epochs"] = max_epochs
     for suffix, standardize in (("_deepsets", False), ("_setnorm", True)):
         if method.endswith(suffix):
-            items, size = IID_STRUCTURE[task_name]
+            # The task's iid structure (number of draws, size of each), e.g. slcp's four 2-D points.
+            items, size = get_task(task_name).iid_items
             kw["embedding_net"] = PermutationInvariant(items, size, out_size=20, width=64, standardize=standardize,
                                                        key=jax.random.key(11))
             method = method.removesuffix(suffix)
@@ -127,7 +124,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--methods", nargs="*", default=list(METHODS),
-                   help=f"ours: {METHODS + DEEPSETS} (the _deepsets and _setnorm ones run only on {sorted(IID_STRUCTURE)})")
+                   help=f"ours: {METHODS + DEEPSETS} (the _deepsets and _setnorm ones run only on tasks whose x is a set of iid draws, e.g. slcp)")
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own)")
@@ -175,7 +172,7 @@ def main(argv=None):
             save()
 
         for method in args.methods:
-            if method.endswith(("_deepsets", "_setnorm")) and task_name not in IID_STRUCTURE:
+            if method.endswith(("_deepsets", "_setnorm")) and task.iid_items is None:
                 continue
             est = build(method, args.max_epochs, task_name, settings)
             t0 = time.perf_counter()

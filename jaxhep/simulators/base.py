@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -107,12 +108,16 @@ class AbstractTask(eqx.Module):
         theta_dim: dimension of the parameters.
         x_dim: dimension of the data.
         num_observations: number of fixed observations, 10 as in sbibm.
+        iid_items: (number of items, size of each) when x is a set of iid draws that
+            `x.reshape(number, size)` recovers (slcp: four 2-D points); None otherwise. An
+            embedding such as `jaxhep.nn.PermutationInvariant(*task.iid_items)` can use it.
     """
 
     name: eqx.AbstractClassVar[str]
     theta_dim: eqx.AbstractClassVar[int]
     x_dim: eqx.AbstractClassVar[int]
     num_observations: eqx.AbstractClassVar[int]
+    iid_items: ClassVar[tuple[int, int] | None] = None
 
     @property
     @abc.abstractmethod

@@ -91,6 +91,7 @@ class SLCP(AbstractTask):
     theta_dim: ClassVar[int] = 5
     x_dim: ClassVar[int] = 8
     num_observations: ClassVar[int] = 10
+    iid_items: ClassVar[tuple[int, int] | None] = (4, 2)
 
     @property
     def prior(self):
