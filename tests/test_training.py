@@ -215,3 +215,39 @@ def test_plateau_schedule_rejects_bad_settings():
         fit(jax.random.key(0), model, _mse, data, lr_decay_factor=0.5, lr_decay_patience=0, progress=False)
     with pytest.raises(ValueError, match="validation split"):
         fit(jax.random.key(0), model, _mse, data, lr_decay_factor=0.5, validation_fraction=0.0, progress=False)
+
+
+_SHARED_TRACES = []
+
+
+def _counted_mse(model, key, batch):
+    _SHARED_TRACES.append(1)  # runs only while tracing; a module global, so not a closure
+    return _mse(model, key, batch)
+
+
+def test_equal_fits_share_one_compiled_epoch_program():
+    x, y, _ = _linear_problem(n=600)
+    kwargs = dict(learning_rate=1e-2, batch_size=50, max_epochs=5, patience=10, progress=False)
+    # A width no other test uses, so that the first fit here is the first of its kind.
+    first = MLP(3, 1, width=7, depth=1, key=jax.random.key(0))
+    fit(jax.random.key(1), first, _counted_mse, (x, y), **kwargs)
+    assert len(_SHARED_TRACES) == 2  # the training step and the validation loss
+    second = MLP(3, 1, width=7, depth=1, key=jax.random.key(5))
+    shared, hist = fit(jax.random.key(2), second, _counted_mse, (x, y), **kwargs)
+    assert len(_SHARED_TRACES) == 2 and hist.epochs == 5  # reused: nothing traced again
+    # The shared program computes what a program of its own does: a closure over the same loss
+    # is compiled for its call only, and gives the same weights.
+    private_traces = []
+
+    def closure(model, key, batch):
+        private_traces.append(1)
+        return _mse(model, key, batch)
+
+    private, _ = fit(jax.random.key(2), second, closure, (x, y), **kwargs)
+    assert len(private_traces) == 2
+    for a, b in zip(jax.tree_util.tree_leaves(shared), jax.tree_util.tree_leaves(private)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(shared.layers[0].weight), np.asarray(second.layers[0].weight))
+    # Other settings (here the batch size) compile a program of their own.
+    fit(jax.random.key(2), second, _counted_mse, (x, y), **(kwargs | dict(batch_size=60)))
+    assert len(_SHARED_TRACES) == 4

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -117,6 +118,92 @@ def split_train_val(key: PRNGKeyArray, data: PyTree, validation_fraction: float)
     return train, val
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_optimizer(optimizer, learning_rate, clip_norm):
+    if optimizer is None:
+        optimizer = optax.adam(learning_rate)
+    if clip_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+    return optimizer
+
+
+def _build_optimizer(optimizer, learning_rate, clip_norm):
+    """Adam at `learning_rate` (or `optimizer`), after global-norm clipping unless `clip_norm` is None.
+
+    The same settings give the same transformation object, so that fits with equal settings can
+    share their compiled epoch program; unhashable settings (e.g. an array as learning rate) get
+    a new one.
+    """
+    try:
+        return _cached_optimizer(optimizer, learning_rate, clip_norm)
+    except TypeError:
+        return _cached_optimizer.__wrapped__(optimizer, learning_rate, clip_norm)
+
+
+class _EpochConfig(NamedTuple):
+    """Everything about an epoch program that is not an array: the static argument of `_epoch`."""
+
+    loss_fn: Callable
+    static: Any  # the model without its arrays
+    optimizer: optax.GradientTransformation
+    n_batches: int
+    batch_size: int
+    ema_decay: float | None
+    scale_updates: bool  # plateau schedule on: multiply the updates by lr_scale
+    validation_draws: int
+
+
+def _epoch(params, frozen, opt_state, avg, train, val_chunks, k_train, k_val, epoch, lr_scale, config):
+    """One epoch: shuffle, all full minibatches in a `lax.scan`, then the validation loss.
+
+    `params` are the trained arrays, `frozen` the model's other arrays (e.g. integer masks),
+    `avg` the moving average of `params` or None, `val_chunks` the validation split in equal
+    chunks or None.
+    """
+    c = config
+    n_train = _leading_size(train)
+
+    def loss_of_params(p, k, batch):
+        return c.loss_fn(eqx.combine(p, frozen, c.static), k, batch)
+
+    # Keys are derived inside the compiled program: eager splits compile per shape.
+    k_perm, k_steps = jax.random.split(jax.random.fold_in(k_train, epoch))
+    perm = jax.random.permutation(k_perm, n_train)[: c.n_batches * c.batch_size]
+    batches = jax.tree_util.tree_map(lambda a: a[perm].reshape((c.n_batches, c.batch_size) + a.shape[1:]), train)
+
+    def step(carry, inp):
+        p, s, a = carry
+        k, batch, i = inp
+        value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
+        updates, s = c.optimizer.update(grads, s, p)
+        if c.scale_updates:
+            updates = jax.tree_util.tree_map(lambda u: (u * lr_scale).astype(u.dtype), updates)
+        p = optax.apply_updates(p, updates)
+        if a is not None:
+            k_step = (epoch * c.n_batches + i).astype(jnp.float32)
+            d = jnp.minimum(c.ema_decay, (1.0 + k_step) / (10.0 + k_step))
+            a = jax.tree_util.tree_map(lambda m, q: (d * m + (1.0 - d) * q).astype(m.dtype), a, p)
+        return (p, s, a), value
+
+    (params, opt_state, avg), losses = jax.lax.scan(
+        step, (params, opt_state, avg), (jax.random.split(k_steps, c.n_batches), batches, jnp.arange(c.n_batches)))
+    if val_chunks is None:
+        return params, opt_state, avg, jnp.mean(losses), jnp.nan
+    checked = params if avg is None else avg
+    # The same keys every epoch, so that stochastic losses compare like with like.
+    n_chunks = _leading_size(val_chunks)
+    val_keys = jax.random.split(k_val, c.validation_draws * n_chunks).reshape(c.validation_draws, n_chunks)
+
+    def one_draw(keys):
+        return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
+
+    return params, opt_state, avg, jnp.mean(losses), jnp.mean(jax.lax.map(one_draw, val_keys))
+
+
+# One compiled program per configuration and set of shapes, kept for the whole process.
+_epoch_shared = jax.jit(_epoch, static_argnames="config")
+
+
 def fit(
     key: PRNGKeyArray,
     model: PyTree,
@@ -145,6 +232,12 @@ def fit(
     Each epoch shuffles the training split and runs all its full minibatches inside one
     jit-compiled `lax.scan`; after each epoch the validation loss decides early stopping,
     and the state with the lowest validation loss is returned.
+
+    The compiled epoch program is shared between calls in one process that have equal
+    settings, model structure and array shapes and the same loss function, when that function
+    does not close over variables (a module-level function; NPE, NPSE and FMPE use one): a
+    second NPE fit of the same size skips the seconds of compilation. A closure gets a program
+    of its own, released after the call.
 
     Arguments:
         key: PRNG key (split, validation split, shuffling, stochastic losses).
@@ -211,21 +304,19 @@ def fit(
     batch_size = int(min(batch_size, n_train))
     n_batches = n_train // batch_size
 
-    if optimizer is None:
-        optimizer = optax.adam(learning_rate)
-    if clip_norm is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+    optimizer = _build_optimizer(optimizer, learning_rate, clip_norm)
 
     params, static = eqx.partition(model, filter_spec)
+    # Arrays that are not trained (e.g. integer masks) travel as arguments, so that the rest of
+    # the model is hashable and equal models share a compiled epoch program.
+    frozen, static = eqx.partition(static, eqx.is_array)
     # Weak-typed leaves (e.g. from jnp.full(shape, 1.0)) come back strongly typed after the
     # first update, which would make the epoch program compile a second time.
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), params)
     # One compiled program instead of an eager zeros_like (one small compilation) per leaf shape.
     opt_state = jax.jit(optimizer.init)(params)
 
-    def loss_of_params(p, k, batch):
-        return loss_fn(eqx.combine(p, static), k, batch)
-
+    val_chunks = None
     if val is not None:
         # Equal chunks of at most `validation_batch_size` rows, evaluated with the same batch
         # loss as training; at most n_chunks - 1 rows are left out so that shapes stay static.
@@ -239,41 +330,24 @@ def fit(
     # `avg` (None without averaging).
     avg = params if ema_decay is not None else None
 
-    @jax.jit
-    def run_epoch(params, opt_state, avg, train, epoch, lr_scale):
-        # Keys are derived inside the compiled program: eager splits compile per shape.
-        k_perm, k_steps = jax.random.split(jax.random.fold_in(k_train, epoch))
-        perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch_size]
-        batches = jax.tree_util.tree_map(
-            lambda a: a[perm].reshape((n_batches, batch_size) + a.shape[1:]), train)
+    config = _EpochConfig(loss_fn, static, optimizer, n_batches, batch_size,
+                          None if ema_decay is None else float(ema_decay), lr_decay_factor is not None,
+                          int(validation_draws))
+    # The shared program's cache keeps its configurations alive for the whole process, so a loss
+    # that closes over variables (which may hold data), or a configuration that cannot be hashed,
+    # gets a program of its own (a new function object), released with this call.
+    epoch_program = None
+    if getattr(loss_fn, "__closure__", None) is None:
+        try:
+            hash(config)
+            epoch_program = functools.partial(_epoch_shared, config=config)
+        except TypeError:
+            pass
+    if epoch_program is None:
+        epoch_program = jax.jit(functools.partial(_epoch, config=config))
 
-        def step(carry, inp):
-            p, s, a = carry
-            k, batch, i = inp
-            value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
-            updates, s = optimizer.update(grads, s, p)
-            if lr_decay_factor is not None:
-                updates = jax.tree_util.tree_map(lambda u: (u * lr_scale).astype(u.dtype), updates)
-            p = optax.apply_updates(p, updates)
-            if a is not None:
-                k_step = (epoch * n_batches + i).astype(jnp.float32)
-                d = jnp.minimum(ema_decay, (1.0 + k_step) / (10.0 + k_step))
-                a = jax.tree_util.tree_map(lambda m, q: (d * m + (1.0 - d) * q).astype(m.dtype), a, p)
-            return (p, s, a), value
-
-        (params, opt_state, avg), losses = jax.lax.scan(
-            step, (params, opt_state, avg),
-            (jax.random.split(k_steps, n_batches), batches, jnp.arange(n_batches)))
-        if val is None:
-            return params, opt_state, avg, jnp.mean(losses), jnp.nan
-        checked = params if avg is None else avg
-        # The same keys every epoch, so that stochastic losses compare like with like.
-        val_keys = jax.random.split(k_val, validation_draws * n_chunks).reshape(validation_draws, n_chunks)
-
-        def one_draw(keys):
-            return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
-
-        return params, opt_state, avg, jnp.mean(losses), jnp.mean(jax.lax.map(one_draw, val_keys))
+    def run_epoch(params, opt_state, avg, epoch, lr_scale):
+        return epoch_program(params, frozen, opt_state, avg, train, val_chunks, k_train, k_val, epoch, lr_scale)
 
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
@@ -285,8 +359,7 @@ def fit(
     try:
         for epoch in range(max_epochs):
             scales.append(lr_scale)
-            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, train, np.int32(epoch),
-                                                       np.float32(lr_scale))
+            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, np.int32(epoch), np.float32(lr_scale))
             tl, vl = float(tl), float(vl)
             current = params if avg is None else avg
             train_hist.append(tl)
@@ -325,4 +398,4 @@ def fit(
         lr_scale=jnp.asarray(scales, dtype=jnp.float32),
         seconds=time.perf_counter() - start,
     )
-    return eqx.combine(best_params, static), history
+    return eqx.combine(best_params, frozen, static), history
