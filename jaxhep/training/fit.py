@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -234,10 +235,10 @@ def fit(
     and the state with the lowest validation loss is returned.
 
     The compiled epoch program is shared between calls in one process that have equal
-    settings, model structure and array shapes and the same loss function, when that function
-    does not close over variables (a module-level function; NPE, NPSE and FMPE use one): a
-    second NPE fit of the same size skips the seconds of compilation. A closure gets a program
-    of its own, released after the call.
+    settings, model structure and array shapes and the same loss function, when that is a plain
+    function that does not close over variables (a module-level function; NPE, NPSE and FMPE use
+    one): a second NPE fit of the same size skips the seconds of compilation. Other losses
+    (closures, partials, callable objects) get a program of their own, released after the call.
 
     Arguments:
         key: PRNG key (split, validation split, shuffling, stochastic losses).
@@ -334,10 +335,11 @@ def fit(
                           None if ema_decay is None else float(ema_decay), lr_decay_factor is not None,
                           int(validation_draws))
     # The shared program's cache keeps its configurations alive for the whole process, so a loss
-    # that closes over variables (which may hold data), or a configuration that cannot be hashed,
-    # gets a program of its own (a new function object), released with this call.
+    # that may hold data (a closure, a partial, a bound method or other callable object), or a
+    # configuration that cannot be hashed, gets a program of its own (a new function object),
+    # released with this call.
     epoch_program = None
-    if getattr(loss_fn, "__closure__", None) is None:
+    if isinstance(loss_fn, types.FunctionType) and loss_fn.__closure__ is None:
         try:
             hash(config)
             epoch_program = functools.partial(_epoch_shared, config=config)
