@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhep.bijections.base import AbstractBijection
+from jaxhep.nn.init import is_concrete
 
 
 class Chain(AbstractBijection):
@@ -132,6 +133,6 @@ class Stacked(AbstractBijection):
 def _stack(*leaves):
     """Stack layer arrays along a new leading axis; concrete ones on the host, since an eager
     jnp.stack compiles a small program for every distinct leaf shape (about 20-70 ms each)."""
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    if not is_concrete(*leaves):
         return jnp.stack(leaves)
     return jax.device_put(np.stack([np.asarray(leaf) for leaf in leaves]))

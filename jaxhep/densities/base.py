@@ -11,10 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-
-def is_concrete(*arrays) -> bool:
-    """True when none of the arrays is a tracer (so values can be checked in Python)."""
-    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+from jaxhep.nn.init import is_concrete
 
 
 def check_finite(x: Array, name: str) -> Array:

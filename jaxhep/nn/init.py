@@ -20,6 +20,11 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 
+def is_concrete(*arrays) -> bool:
+    """True when none of the arrays is a tracer (so values can be read or checked on the host)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
 def numpy_rng(key: PRNGKeyArray | np.random.Generator) -> np.random.Generator:
     """A numpy generator seeded by the raw bits of a JAX key (typed or uint32); a generator is
     passed through, so that one can feed several layers in turn."""
