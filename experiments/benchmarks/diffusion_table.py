@@ -82,18 +82,18 @@ def parse_settings(items) -> dict:
     return out
 
 
-def build(method: str, max_epochs: int | None, task_name: str, settings: dict | None = None):
+def build(method: str, max_epochs: int | None, iid_items: tuple[int, int] | None, settings: dict | None = None):
+    """Our estimator named `method`; the `_deepsets` / `_setnorm` variants embed x as a set of
+    `iid_items` (number of draws, size of each: the task's `iid_items`, e.g. slcp's (4, 2))."""
     from jaxhep.nn import PermutationInvariant
     from jaxhep.sbi import FMPE, NPE, NPSE
-    from jaxhep.simulators import get_task
 
     kw = {"progress": False, **(settings or {})}
     if max_epochs is not None:
         kw["max_epochs"] = max_epochs
     for suffix, standardize in (("_deepsets", False), ("_setnorm", True)):
         if method.endswith(suffix):
-            # The task's iid structure (number of draws, size of each), e.g. slcp's four 2-D points.
-            items, size = get_task(task_name).iid_items
+            items, size = iid_items
             kw["embedding_net"] = PermutationInvariant(items, size, out_size=20, width=64, standardize=standardize,
                                                        key=jax.random.key(11))
             method = method.removesuffix(suffix)
@@ -174,7 +174,7 @@ def main(argv=None):
         for method in args.methods:
             if method.endswith(("_deepsets", "_setnorm")) and task.iid_items is None:
                 continue
-            est = build(method, args.max_epochs, task_name, settings)
+            est = build(method, args.max_epochs, task.iid_items, settings)
             t0 = time.perf_counter()
             post = est.fit(jax.random.key(args.fit_seed), theta, x, prior=task.prior)
             train_s = time.perf_counter() - t0
