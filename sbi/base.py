@@ -9,7 +9,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
@@ -172,12 +171,11 @@ class AbstractPosteriorEstimator(eqx.Module):
                              f"{theta.shape[1]} and {x.shape[1]}")
         trained, history = fit(
             k_fit, density, _mean_loss, (z, np.asarray(xz, np.float32)),
-            optimizer=optax.adamw(self.learning_rate, weight_decay=self.weight_decay) if self.weight_decay else None,
             learning_rate=self.learning_rate, clip_norm=self.clip_norm, batch_size=self.batch_size,
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay,
             validation_draws=self.validation_draws, lr_decay_factor=self.lr_decay_factor,
-            lr_decay_patience=self.lr_decay_patience)
+            lr_decay_patience=self.lr_decay_patience, weight_decay=self.weight_decay)
         return Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
 
 

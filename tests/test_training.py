@@ -1,3 +1,5 @@
+import sys
+import time
 import warnings
 
 import jax
@@ -248,6 +250,72 @@ def test_equal_fits_share_one_compiled_epoch_program():
     for a, b in zip(jax.tree_util.tree_leaves(shared), jax.tree_util.tree_leaves(private)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(shared.layers[0].weight), np.asarray(second.layers[0].weight))
-    # Other settings (here the batch size) compile a program of their own.
+    # Another batch size compiles a training program of its own; the validation program, which
+    # does not depend on it, is reused.
     fit(jax.random.key(2), second, _counted_mse, (x, y), **(kwargs | dict(batch_size=60)))
-    assert len(_SHARED_TRACES) == 4
+    assert len(_SHARED_TRACES) == 3
+
+
+def test_deferred_validation_gives_the_results_of_validating_every_epoch(monkeypatch):
+    x, y, _ = _linear_problem(n=400, noise=1.0)
+    n_val, batch_size, patience = 100, 20, 3
+    n_batches = (len(x) - n_val) // batch_size
+    events = []
+    delay = 0.5
+
+    def loss(model, key, batch):
+        # Tracing takes `delay` seconds: the validation program, traced on the second thread,
+        # is not ready before the first epochs have trained. Each execution logs what ran.
+        time.sleep(delay)
+        kind = "validation" if batch[0].shape[0] == n_val else "step"
+        jax.debug.callback(lambda: events.append(kind))
+        return _mse(model, key, batch)
+
+    model = MLP(3, 1, width=64, depth=2, key=jax.random.key(2))
+    kwargs = dict(learning_rate=1e-2, batch_size=batch_size, max_epochs=400, patience=patience,
+                  validation_fraction=n_val / len(x), progress=False)
+    deferred, hist = fit(jax.random.key(3), model, loss, (x, y), **kwargs)
+    deferred_events = list(events)
+    events.clear()
+    monkeypatch.setattr(sys.modules["jaxhep.training.fit"], "_DEFER_VALIDATION", False)
+    synchronous, ref = fit(jax.random.key(3), model, loss, (x, y), **kwargs)
+    assert ref.stopped_early and ref.epochs < 400
+    assert events == (["step"] * n_batches + ["validation"]) * ref.epochs
+    # Deferred: the epochs that early stopping cannot cut off (0 to patience) trained before the
+    # first validation ran; then each waiting epoch was validated once, and no epoch was
+    # trained that the synchronous run did not train.
+    head = (patience + 1) * n_batches
+    assert deferred_events[:head] == ["step"] * head and deferred_events[head] == "validation"
+    assert deferred_events.count("step") == n_batches * ref.epochs
+    assert deferred_events.count("validation") == ref.epochs
+    assert (hist.epochs, hist.best_epoch, hist.stopped_early) == (ref.epochs, ref.best_epoch, ref.stopped_early)
+    for a, b in ((hist.train_loss, ref.train_loss), (hist.val_loss, ref.val_loss), (hist.lr_scale, ref.lr_scale)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree_util.tree_leaves(deferred), jax.tree_util.tree_leaves(synchronous)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_default_optimizer_is_per_array_adam_and_weight_decay_selects_adamw():
+    import optax
+
+    x, y, _ = _linear_problem(n=600)
+    model = MLP(3, 1, width=16, depth=2, key=jax.random.key(0))
+    kwargs = dict(learning_rate=1e-2, batch_size=50, max_epochs=6, patience=10, progress=False)
+    clip = optax.clip_by_global_norm(5.0)
+    # The default runs on the concatenated parameters; it must take the steps of Adam (or
+    # AdamW) on each array, up to rounding in the global norm.
+    for weight_decay, reference in ((0.0, optax.adam(1e-2)), (0.3, optax.adamw(1e-2, weight_decay=0.3))):
+        ours, h1 = fit(jax.random.key(1), model, _mse, (x, y), weight_decay=weight_decay, **kwargs)
+        theirs, h2 = fit(jax.random.key(1), model, _mse, (x, y), optimizer=optax.chain(clip, reference),
+                         clip_norm=None, **kwargs)
+        np.testing.assert_allclose(np.asarray(h1.val_loss), np.asarray(h2.val_loss), rtol=1e-4)
+        for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    decayed, _ = fit(jax.random.key(1), model, _mse, (x, y), weight_decay=0.3, **kwargs)
+    plain, _ = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    assert np.linalg.norm(np.asarray(decayed.layers[1].weight)) < np.linalg.norm(np.asarray(plain.layers[1].weight))
+    for bad in (-1e-3, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="weight_decay"):
+            fit(jax.random.key(1), model, _mse, (x, y), weight_decay=bad, **kwargs)
+    with pytest.raises(ValueError, match="weight_decay applies to the default optimizer"):
+        fit(jax.random.key(1), model, _mse, (x, y), weight_decay=0.1, optimizer=optax.sgd(0.1), **kwargs)

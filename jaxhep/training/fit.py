@@ -6,6 +6,7 @@ import functools
 import time
 import types
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -120,29 +121,34 @@ def split_train_val(key: PRNGKeyArray, data: PyTree, validation_fraction: float)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_optimizer(optimizer, learning_rate, clip_norm):
+def _cached_optimizer(optimizer, learning_rate, clip_norm, weight_decay=0.0):
     if optimizer is None:
-        optimizer = optax.adam(learning_rate)
+        adam = optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(learning_rate)
+        chain = adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+        # Element-wise updates and one global norm: on the concatenated vector the step runs a
+        # few fused kernels instead of several per parameter array, which compiles faster.
+        return optax.flatten(chain)
     if clip_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
     return optimizer
 
 
-def _build_optimizer(optimizer, learning_rate, clip_norm):
-    """Adam at `learning_rate` (or `optimizer`), after global-norm clipping unless `clip_norm` is None.
+def _build_optimizer(optimizer, learning_rate, clip_norm, weight_decay=0.0):
+    """Adam at `learning_rate` (AdamW when `weight_decay` > 0) or `optimizer`, after global-norm
+    clipping unless `clip_norm` is None.
 
     The same settings give the same transformation object, so that fits with equal settings can
-    share their compiled epoch program; unhashable settings (e.g. an array as learning rate) get
+    share their compiled programs; unhashable settings (e.g. an array as learning rate) get
     a new one.
     """
     try:
-        return _cached_optimizer(optimizer, learning_rate, clip_norm)
+        return _cached_optimizer(optimizer, learning_rate, clip_norm, weight_decay)
     except TypeError:
-        return _cached_optimizer.__wrapped__(optimizer, learning_rate, clip_norm)
+        return _cached_optimizer.__wrapped__(optimizer, learning_rate, clip_norm, weight_decay)
 
 
 class _EpochConfig(NamedTuple):
-    """Everything about an epoch program that is not an array: the static argument of `_epoch`."""
+    """Everything about a training epoch that is not an array: the static argument of `_train_epoch`."""
 
     loss_fn: Callable
     static: Any  # the model without its arrays
@@ -151,21 +157,31 @@ class _EpochConfig(NamedTuple):
     batch_size: int
     ema_decay: float | None
     scale_updates: bool  # plateau schedule on: multiply the updates by lr_scale
+
+
+class _ValidationConfig(NamedTuple):
+    """The static argument of `_validate`."""
+
+    loss_fn: Callable
+    static: Any
     validation_draws: int
 
 
-def _epoch(params, frozen, opt_state, avg, train, val_chunks, k_train, k_val, epoch, lr_scale, config):
-    """One epoch: shuffle, all full minibatches in a `lax.scan`, then the validation loss.
+def _loss_of_params(config, frozen):
+    def loss_of_params(p, k, batch):
+        return config.loss_fn(eqx.combine(p, frozen, config.static), k, batch)
+    return loss_of_params
+
+
+def _train_epoch(params, frozen, opt_state, avg, train, k_train, epoch, lr_scale, config):
+    """One epoch of training: shuffle, then all full minibatches in a `lax.scan`.
 
     `params` are the trained arrays, `frozen` the model's other arrays (e.g. integer masks),
-    `avg` the moving average of `params` or None, `val_chunks` the validation split in equal
-    chunks or None.
+    `avg` the moving average of `params` or None. Returns the new state and the mean loss.
     """
     c = config
     n_train = _leading_size(train)
-
-    def loss_of_params(p, k, batch):
-        return c.loss_fn(eqx.combine(p, frozen, c.static), k, batch)
+    loss_of_params = _loss_of_params(c, frozen)
 
     # Keys are derived inside the compiled program: eager splits compile per shape.
     k_perm, k_steps = jax.random.split(jax.random.fold_in(k_train, epoch))
@@ -188,21 +204,29 @@ def _epoch(params, frozen, opt_state, avg, train, val_chunks, k_train, k_val, ep
 
     (params, opt_state, avg), losses = jax.lax.scan(
         step, (params, opt_state, avg), (jax.random.split(k_steps, c.n_batches), batches, jnp.arange(c.n_batches)))
-    if val_chunks is None:
-        return params, opt_state, avg, jnp.mean(losses), jnp.nan
-    checked = params if avg is None else avg
-    # The same keys every epoch, so that stochastic losses compare like with like.
+    return params, opt_state, avg, jnp.mean(losses)
+
+
+def _validate(checked, frozen, val_chunks, k_val, config):
+    """The validation loss of the weights `checked`: the batch loss over the validation split in
+    equal chunks, averaged over `config.validation_draws` sets of keys (the same keys every
+    epoch, so that stochastic losses compare like with like)."""
+    loss_of_params = _loss_of_params(config, frozen)
     n_chunks = _leading_size(val_chunks)
-    val_keys = jax.random.split(k_val, c.validation_draws * n_chunks).reshape(c.validation_draws, n_chunks)
+    val_keys = jax.random.split(k_val, config.validation_draws * n_chunks).reshape(config.validation_draws, n_chunks)
 
     def one_draw(keys):
         return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
 
-    return params, opt_state, avg, jnp.mean(losses), jnp.mean(jax.lax.map(one_draw, val_keys))
+    return jnp.mean(jax.lax.map(one_draw, val_keys))
 
 
 # One compiled program per configuration and set of shapes, kept for the whole process.
-_epoch_shared = jax.jit(_epoch, static_argnames="config")
+_train_shared = jax.jit(_train_epoch, static_argnames="config")
+_validate_shared = jax.jit(_validate, static_argnames="config")
+
+# Compile the validation program on a second thread while the first epochs train (see `fit`).
+_DEFER_VALIDATION = True
 
 
 def fit(
@@ -227,6 +251,7 @@ def fit(
     validation_draws: int = 1,
     lr_decay_factor: float | None = None,
     lr_decay_patience: int = 10,
+    weight_decay: float = 0.0,
 ) -> tuple[PyTree, History]:
     """Train `model` by minibatch gradient descent with early stopping.
 
@@ -234,11 +259,20 @@ def fit(
     jit-compiled `lax.scan`; after each epoch the validation loss decides early stopping,
     and the state with the lowest validation loss is returned.
 
-    The compiled epoch program is shared between calls in one process that have equal
-    settings, model structure and array shapes and the same loss function, when that is a plain
-    function that does not close over variables (a module-level function; NPE, NPSE and FMPE use
-    one): a second NPE fit of the same size skips the seconds of compilation. Other losses
-    (closures, partials, callable objects) get a program of their own, released after the call.
+    The compiled programs (a training epoch, the validation loss) are shared between calls in one
+    process that have equal settings, model structure and array shapes and the same loss
+    function, when that is a plain function that does not close over variables (a module-level
+    function; NPE, NPSE and FMPE use one): a second NPE fit of the same size skips the seconds
+    of compilation. Other losses (closures, partials, callable objects) get programs of their
+    own, released after the call.
+
+    The validation program is compiled on a second thread while the first epochs train, and
+    the epochs trained meanwhile are validated in order once it is ready; where a second core is
+    free this hides its compilation. Only epochs that early stopping cannot have cut off (up to
+    the best epoch so far plus `patience`) train ahead of their validation, so the results and
+    the work done are those of validating after every epoch. With the plateau schedule
+    (`lr_decay_factor`), whose step size depends on each validation loss, every epoch waits for
+    its validation instead.
 
     Arguments:
         key: PRNG key (split, validation split, shuffling, stochastic losses).
@@ -246,7 +280,9 @@ def fit(
         loss_fn: `loss_fn(model, key, batch) -> scalar`, the mean loss over a batch whose
             structure is that of `data`.
         data: pytree of arrays with a shared leading sample axis. Not modified.
-        optimizer: an optax transformation; Adam at `learning_rate` by default.
+        optimizer: an optax transformation; Adam at `learning_rate` by default (run on the
+            parameters concatenated into one vector, which compiles faster; the updates are
+            those of per-array Adam).
         learning_rate: Adam's step size when `optimizer` is None.
         clip_norm: global gradient-norm clipping (None to switch off).
         batch_size: minibatch size (reduced to the training-set size if larger).
@@ -277,6 +313,8 @@ def fit(
             optimizer's updates are scaled, so this works with any optimizer whose update is
             proportional to its learning rate (Adam, SGD, ...). Needs a validation split.
         lr_decay_patience: epochs without improvement before each reduction.
+        weight_decay: when `optimizer` is None and this is > 0, AdamW's decoupled weight decay
+            (Loshchilov and Hutter 2019) instead of Adam.
 
     Returns:
         (trained model, History).
@@ -291,6 +329,10 @@ def fit(
         check_positive_int(name, value)
     check_ema_decay(ema_decay)
     check_lr_decay(lr_decay_factor, lr_decay_patience)
+    if not (isinstance(weight_decay, (int, float, np.floating, np.integer)) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if weight_decay and optimizer is not None:
+        raise ValueError("weight_decay applies to the default optimizer; pass optax.adamw(...) as optimizer instead")
     if drop_invalid:
         data, _ = drop_nonfinite(data)
     else:
@@ -305,7 +347,7 @@ def fit(
     batch_size = int(min(batch_size, n_train))
     n_batches = n_train // batch_size
 
-    optimizer = _build_optimizer(optimizer, learning_rate, clip_norm)
+    optimizer = _build_optimizer(optimizer, learning_rate, clip_norm, float(weight_decay))
 
     params, static = eqx.partition(model, filter_spec)
     # Arrays that are not trained (e.g. integer masks) travel as arguments, so that the rest of
@@ -332,64 +374,104 @@ def fit(
     avg = params if ema_decay is not None else None
 
     config = _EpochConfig(loss_fn, static, optimizer, n_batches, batch_size,
-                          None if ema_decay is None else float(ema_decay), lr_decay_factor is not None,
-                          int(validation_draws))
-    # The shared program's cache keeps its configurations alive for the whole process, so a loss
-    # that may hold data (a closure, a partial, a bound method or other callable object), or a
-    # configuration that cannot be hashed, gets a program of its own (a new function object),
+                          None if ema_decay is None else float(ema_decay), lr_decay_factor is not None)
+    val_config = _ValidationConfig(loss_fn, static, int(validation_draws))
+    # The shared programs' caches keep their configurations alive for the whole process, so a
+    # loss that may hold data (a closure, a partial, a bound method or other callable object), or
+    # a configuration that cannot be hashed, gets programs of its own (new function objects),
     # released with this call.
-    epoch_program = None
+    train_program = validate_program = None
     if isinstance(loss_fn, types.FunctionType) and loss_fn.__closure__ is None:
         try:
-            hash(config)
-            epoch_program = functools.partial(_epoch_shared, config=config)
+            hash((config, val_config))
+            train_program = functools.partial(_train_shared, config=config)
+            validate_program = functools.partial(_validate_shared, config=val_config)
         except TypeError:
             pass
-    if epoch_program is None:
-        epoch_program = jax.jit(functools.partial(_epoch, config=config))
+    if train_program is None:
+        train_program = jax.jit(functools.partial(_train_epoch, config=config))
+        validate_program = jax.jit(functools.partial(_validate, config=val_config))
 
-    def run_epoch(params, opt_state, avg, epoch, lr_scale):
-        return epoch_program(params, frozen, opt_state, avg, train, val_chunks, k_train, k_val, epoch, lr_scale)
+    def validate(weights):
+        return float(validate_program(weights, frozen, val_chunks, k_val))
 
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
     stopped_early = False
     # The step-size factor of the plateau schedule, passed as an argument so that changing it
-    # does not recompile the epoch program.
+    # does not recompile the training program.
     lr_scale, since_decay, scales = 1.0, 0, []
+    # Epochs trained but not yet validated, in order, with the weights to validate; the
+    # validation program's first call (compiling it) runs on `executor`, and `first` holds the
+    # loss it returns for the first epoch.
+    pending: list[tuple[int, PyTree]] = []
+    defer = val is not None and lr_decay_factor is None and _DEFER_VALIDATION
+    executor = ThreadPoolExecutor(max_workers=1) if defer else None
+    first = None
+
+    def validate_pending(wait: bool) -> bool:
+        """Validate the pending epochs in order if the validation program is ready (or `wait`);
+        True when early stopping ends training at one of them."""
+        nonlocal best_val, best_params, best_epoch, since_best, since_decay, lr_scale, stopped_early
+        if first is not None and not (wait or first.done()):
+            return False
+        while pending:
+            epoch, weights = pending.pop(0)
+            vl = first.result() if first is not None and epoch == 0 else validate(weights)
+            val_hist.append(vl)
+            if vl < best_val:
+                best_val, best_params, best_epoch, since_best, since_decay = vl, weights, epoch, 0, 0
+            else:
+                since_best += 1
+                since_decay += 1
+                if lr_decay_factor is not None and since_decay >= lr_decay_patience:
+                    lr_scale, since_decay = lr_scale * lr_decay_factor, 0
+            bar.set_postfix(train=f"{train_hist[epoch]:.4f}", val=f"{vl:.4f}", best=f"{best_val:.4f}", refresh=False)
+            if since_best >= patience:
+                # No epoch after it has been trained: see the loop below.
+                assert not pending and len(train_hist) == epoch + 1
+                stopped_early = True
+                return True
+        return False
+
     bar = tqdm(total=max_epochs, desc=description, disable=not progress, leave=False)
     try:
         for epoch in range(max_epochs):
-            scales.append(lr_scale)
-            params, opt_state, avg, tl, vl = run_epoch(params, opt_state, avg, np.int32(epoch), np.float32(lr_scale))
-            tl, vl = float(tl), float(vl)
-            current = params if avg is None else avg
-            train_hist.append(tl)
-            if not np.isfinite(tl):
-                warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier state",
-                              stacklevel=2)
-                stopped_early = True
+            # Train ahead of validation only while the epoch is needed whatever the pending
+            # validation losses are: early stopping cannot end training before best + patience.
+            if pending and epoch > best_epoch + patience and validate_pending(wait=True):
                 break
-            if val is not None:
-                val_hist.append(vl)
-                if vl < best_val:
-                    best_val, best_params, best_epoch, since_best, since_decay = vl, current, epoch, 0, 0
-                else:
-                    since_best += 1
-                    since_decay += 1
-                    if lr_decay_factor is not None and since_decay >= lr_decay_patience:
-                        lr_scale, since_decay = lr_scale * lr_decay_factor, 0
-                bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", best=f"{best_val:.4f}", refresh=False)
-                if since_best >= patience:
+            scales.append(lr_scale)
+            params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, k_train,
+                                                       np.int32(epoch), np.float32(lr_scale))
+            current = params if avg is None else avg
+            if defer and first is None:
+                # The training program is compiled and this epoch is running: compile the
+                # validation program beside it, validating this epoch's weights.
+                first = executor.submit(validate, current)
+            tl = float(tl)
+            train_hist.append(tl)
+            bar.update(1)
+            if not np.isfinite(tl):
+                # Unless an earlier epoch, still waiting for validation, stops training first.
+                if not validate_pending(wait=True):
+                    warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier state",
+                                  stacklevel=2)
                     stopped_early = True
-                    bar.update(1)
-                    break
-            else:
+                break
+            if val is None:
                 best_params, best_epoch = current, epoch
                 bar.set_postfix(train=f"{tl:.4f}", refresh=False)
-            bar.update(1)
+                continue
+            pending.append((epoch, current))
+            if validate_pending(wait=not defer):
+                break
+        else:
+            validate_pending(wait=True)
     finally:
         bar.close()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     history = History(
         train_loss=jnp.asarray(train_hist),
