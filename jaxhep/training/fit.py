@@ -351,10 +351,10 @@ def fit(
 
     params, static = eqx.partition(model, filter_spec)
     # Arrays that are not trained (e.g. integer masks) travel as arguments, so that the rest of
-    # the model is hashable and equal models share a compiled epoch program.
+    # the model is hashable and equal models share compiled programs.
     frozen, static = eqx.partition(static, eqx.is_array)
     # Weak-typed leaves (e.g. from jnp.full(shape, 1.0)) come back strongly typed after the
-    # first update, which would make the epoch program compile a second time.
+    # first update, which would make the training program compile a second time.
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), params)
     # One compiled program instead of an eager zeros_like (one small compilation) per leaf shape.
     opt_state = jax.jit(optimizer.init)(params)
