@@ -17,6 +17,7 @@ def _available_methods() -> tuple[str, ...]:
     return tuple(m for m in ("npe", "npse", "fmpe") if hasattr(sbi_pkg, m.upper()))
 
 
+# "none" and the names of jaxhep.nn.SET_EMBEDDINGS, spelled out so that --help needs no jax import.
 EMBEDDINGS = ("none", "setnorm", "deepsets")
 
 
@@ -91,11 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "npe":
         settings["density_estimator"] = args.density_estimator
     if args.embedding != "none":
-        from jaxhep.nn import PermutationInvariant
+        from jaxhep.nn import set_embedding
 
-        settings["embedding_net"] = PermutationInvariant(*task.iid_items, out_size=20, width=64,
-                                                         standardize=args.embedding == "setnorm",
-                                                         key=jax.random.fold_in(k_fit, 1))
+        settings["embedding_net"] = set_embedding(args.embedding, task.iid_items, key=jax.random.fold_in(k_fit, 1))
     estimator = getattr(sbi_pkg, args.method.upper())(**settings)
     t0 = time.perf_counter()
     posterior = estimator.fit(k_fit, theta, x, prior=task.prior)

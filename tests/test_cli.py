@@ -77,3 +77,8 @@ def test_run_with_a_set_embedding_on_a_task_of_iid_items(tmp_path, capsys):
     # two_moons' x is not a set of iid draws: a clear error, not a silently ignored option.
     assert main(["run", "--embedding", "setnorm", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "needs a task whose x is a set of iid draws (slcp)" in capsys.readouterr().err
+    # The CLI spells out the embedding names (no jax import for --help); they are the library's.
+    from jaxhep.cli import EMBEDDINGS
+    from jaxhep.nn import SET_EMBEDDINGS
+
+    assert sorted(EMBEDDINGS) == sorted(("none", *SET_EMBEDDINGS))

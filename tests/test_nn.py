@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhep.nn import MLP, PermutationInvariant, ResidualMLP, get_activation
+from jaxhep.nn import MLP, SET_EMBEDDINGS, PermutationInvariant, ResidualMLP, get_activation, set_embedding
 
 
 def test_mlp_depth_width_and_zero_init():
@@ -74,3 +74,14 @@ def test_standardized_set_summary_is_the_documented_function():
         PermutationInvariant(5, 3, standardize="yes", key=jax.random.key(0))
     with pytest.raises(ValueError, match="eps"):
         PermutationInvariant(5, 3, standardize=True, eps=0.0, key=jax.random.key(0))
+
+
+def test_named_set_embeddings():
+    for kind, standardize in (("deepsets", False), ("setnorm", True)):
+        emb = set_embedding(kind, (4, 2), key=jax.random.key(0))
+        assert isinstance(emb, PermutationInvariant) and emb.standardize is standardize
+        assert (emb.num_items, emb.item_size) == (4, 2)
+        assert emb(jnp.arange(8.0)).shape == (20,)
+    assert sorted(SET_EMBEDDINGS) == ["deepsets", "setnorm"]
+    with pytest.raises(ValueError, match="unknown set embedding 'mean'; expected one of: deepsets, setnorm"):
+        set_embedding("mean", (4, 2), key=jax.random.key(0))

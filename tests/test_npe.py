@@ -130,7 +130,7 @@ def test_standardized_set_embedding_matches_location_scale_posterior():
     assert 0.75 < samples[:, 1].std() / truth["log_sigma_std"] < 1.4
     assert abs(samples[:, 0].mean() - truth["mu_mean"]) < 0.5 * truth["mu_std"]
     # The location is the sharpest direction (posterior std 0.26 against the prior's 2.9); at
-    # this training budget the flow leaves it too wide (1.6x with NPE's defaults, 2.1-2.3x here;
+    # this training budget the flow leaves it too wide (1.6x with the 8x50 NPE defaults of session 9, 2.1-2.3x here;
     # NPSE and FMPE get it within 15%, test_npse_fmpe.py), so only its order of magnitude is checked.
     assert samples[:, 0].std() / truth["mu_std"] < 3.0
 

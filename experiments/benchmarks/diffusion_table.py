@@ -27,11 +27,14 @@ import time
 import jax
 import numpy as np
 
+from jaxhep.nn import SET_EMBEDDINGS
+
 TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture", "slcp", "bernoulli_glm")
 METHODS = ("npe", "npse", "npse_vp", "fmpe")
-# Variants with a permutation-invariant embedding of x (jaxhep.nn.PermutationInvariant): plain
-# Deep Sets, and with the items standardised within each x (standardize=True).
-DEEPSETS = tuple(m + suffix for suffix in ("_deepsets", "_setnorm") for m in ("npe", "npse", "fmpe"))
+# Variants with a permutation-invariant embedding of x (jaxhep.nn.set_embedding): plain
+# Deep Sets, and with the items standardised within each x.
+SET_SUFFIXES = tuple("_" + kind for kind in SET_EMBEDDINGS)
+DEEPSETS = tuple(m + suffix for suffix in SET_SUFFIXES for m in ("npe", "npse", "fmpe"))
 
 SBI_SCRIPT = r"""
 import json, os, sys, time
@@ -85,18 +88,16 @@ def parse_settings(items) -> dict:
 def build(method: str, max_epochs: int | None, iid_items: tuple[int, int] | None, settings: dict | None = None):
     """Our estimator named `method`; the `_deepsets` / `_setnorm` variants embed x as a set of
     `iid_items` (number of draws, size of each: the task's `iid_items`, e.g. slcp's (4, 2))."""
-    from jaxhep.nn import PermutationInvariant
+    from jaxhep.nn import set_embedding
     from jaxhep.sbi import FMPE, NPE, NPSE
 
     kw = {"progress": False, **(settings or {})}
     if max_epochs is not None:
         kw["max_epochs"] = max_epochs
-    for suffix, standardize in (("_deepsets", False), ("_setnorm", True)):
-        if method.endswith(suffix):
-            items, size = iid_items
-            kw["embedding_net"] = PermutationInvariant(items, size, out_size=20, width=64, standardize=standardize,
-                                                       key=jax.random.key(11))
-            method = method.removesuffix(suffix)
+    for kind in SET_EMBEDDINGS:
+        if method.endswith("_" + kind):
+            kw["embedding_net"] = set_embedding(kind, iid_items, key=jax.random.key(11))
+            method = method.removesuffix("_" + kind)
     return {"npe": lambda: NPE(**kw), "npse": lambda: NPSE(sde="ve", **kw), "npse_vp": lambda: NPSE(sde="vp", **kw),
             "fmpe": lambda: FMPE(**kw)}[method]()
 
@@ -172,7 +173,7 @@ def main(argv=None):
             save()
 
         for method in args.methods:
-            if method.endswith(("_deepsets", "_setnorm")) and task.iid_items is None:
+            if method.endswith(SET_SUFFIXES) and task.iid_items is None:
                 continue
             est = build(method, args.max_epochs, task.iid_items, settings)
             t0 = time.perf_counter()

@@ -87,3 +87,26 @@ class PermutationInvariant(eqx.Module):
         var = jnp.mean((items - mean) ** 2, axis=0) + self.eps
         pooled = jnp.mean(jax.vmap(self.phi)((items - mean) * jax.lax.rsqrt(var)), axis=0)
         return self.rho(jnp.concatenate([pooled, mean, 0.5 * jnp.log(var)]))
+
+
+# The set embeddings by name: plain Deep Sets, and with the items standardised within each x.
+SET_EMBEDDINGS = {"deepsets": False, "setnorm": True}
+
+
+def set_embedding(kind: str, iid_items: tuple[int, int], *, key: PRNGKeyArray) -> PermutationInvariant:
+    """The permutation-invariant embedding that `jaxhep run --embedding` and the benchmarks use
+    (20 summary features, width 64) for x made of `iid_items` = (number of items, size of each),
+    e.g. `task.iid_items`.
+
+    Arguments:
+        kind: 'deepsets' (plain) or 'setnorm' (items standardised within each x).
+        iid_items: (number of items, size of each).
+        key: PRNG key (keyword-only).
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind not in SET_EMBEDDINGS:
+        raise ValueError(f"unknown set embedding {kind!r}; expected one of: {', '.join(SET_EMBEDDINGS)}")
+    items, size = iid_items
+    return PermutationInvariant(items, size, out_size=20, width=64, standardize=SET_EMBEDDINGS[kind], key=key)
