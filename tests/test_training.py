@@ -319,3 +319,37 @@ def test_default_optimizer_is_per_array_adam_and_weight_decay_selects_adamw():
             fit(jax.random.key(1), model, _mse, (x, y), weight_decay=bad, **kwargs)
     with pytest.raises(ValueError, match="weight_decay applies to the default optimizer"):
         fit(jax.random.key(1), model, _mse, (x, y), weight_decay=0.1, optimizer=optax.sgd(0.1), **kwargs)
+
+
+def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkeypatch):
+    module = sys.modules["jaxhep.training.fit"]
+    if jax.default_backend() != "cpu":
+        pytest.skip("the options apply to XLA's CPU compiler only")
+    x, y, _ = _linear_problem(n=600)
+    model = MLP(3, 1, width=11, depth=2, key=jax.random.key(0))
+    kwargs = dict(learning_rate=1e-2, batch_size=50, max_epochs=6, patience=10, progress=False)
+    shared = module._shared_programs
+    asked = []
+
+    def spy(options):
+        asked.append(options)
+        return shared(options)
+
+    monkeypatch.setattr(module, "_shared_programs", spy)
+    tuned, hist = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    assert module._compiler_options() == module.CPU_COMPILER_OPTIONS != {}
+    assert asked == [tuple(sorted(module.CPU_COMPILER_OPTIONS.items()))]
+    # XLA's default compilation: the same training up to float rounding.
+    monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {})
+    plain, ref = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    assert asked[-1] is None and hist.epochs == ref.epochs == 6
+    np.testing.assert_allclose(np.asarray(hist.val_loss), np.asarray(ref.val_loss), rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(tuned), jax.tree_util.tree_leaves(plain)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    # An option this jaxlib does not know is dropped instead of failing the fit.
+    monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True})
+    assert module._compiler_options() is None
+    fallback, _ = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    assert asked[-1] is None
+    for a, b in zip(jax.tree_util.tree_leaves(fallback), jax.tree_util.tree_leaves(plain)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
