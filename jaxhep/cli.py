@@ -75,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.compilation_cache:
         os.makedirs(args.compilation_cache, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", os.path.abspath(args.compilation_cache))
-        # JAX's default (1 s) would leave out the sampling and C2ST programs.
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        # Every program, however quick to compile: JAX's default (programs that took 1 s or more)
+        # would leave out the sampling and C2ST programs, and with any threshold, whether a program
+        # near it is cached would depend on how busy the machine is.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     progress = not args.no_progress
     say = print if progress else (lambda *a, **k: None)
 
