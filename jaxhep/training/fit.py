@@ -227,25 +227,28 @@ def _validate(checked, frozen, val_chunks, k_val, config):
 # MLIR fusion emitters, and LLVM's level-1 optimisation pipeline. The epochs run a few percent
 # slower (NPE 5x50 on two_moons: 67 instead of 62 ms per epoch on one core), which costs less than
 # the compilation saves for fits of up to about 200 epochs. Results are the same up to float
-# rounding. Other backends are not affected. Set to {} to compile with XLA's defaults.
+# rounding. Other backends are not affected; options this jaxlib does not know are left out. Set to
+# {} to compile with XLA's defaults.
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 
 
 @functools.cache
-def _options_known(options: tuple) -> bool:
-    """Whether this jaxlib accepts `options` (XLA renames and removes its flags between versions)."""
+def _option_known(name: str, value: Any) -> bool:
+    """Whether this jaxlib accepts the compiler option (XLA renames and removes its flags between
+    versions: jaxlib 0.12 has no `xla_cpu_use_fusion_emitters`)."""
     try:
-        jax.jit(lambda a: a + 1, compiler_options=dict(options))(np.float32(0.0)).block_until_ready()
+        jax.jit(lambda a: a + 1, compiler_options={name: value})(np.float32(0.0)).block_until_ready()
         return True
     except Exception:  # an unknown option is refused when the program is compiled
         return False
 
 
 def _compiler_options() -> dict[str, Any] | None:
-    if jax.default_backend() != "cpu" or not CPU_COMPILER_OPTIONS:
+    """The options of `CPU_COMPILER_OPTIONS` that this jaxlib knows, on the CPU backend; else None."""
+    if jax.default_backend() != "cpu":
         return None
-    options = tuple(sorted(CPU_COMPILER_OPTIONS.items()))
-    return dict(options) if _options_known(options) else None
+    options = {name: value for name, value in CPU_COMPILER_OPTIONS.items() if _option_known(name, value)}
+    return options or None
 
 
 @functools.cache
