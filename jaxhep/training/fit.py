@@ -173,19 +173,18 @@ def _loss_of_params(config, frozen):
     return loss_of_params
 
 
-def _train_epoch(params, frozen, opt_state, avg, train, k_train, epoch, lr_scale, config):
-    """One epoch of training: shuffle, then all full minibatches in a `lax.scan`.
+def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale, config):
+    """One epoch of training: all full minibatches, in the order `perm`, in a `lax.scan`.
 
     `params` are the trained arrays, `frozen` the model's other arrays (e.g. integer masks),
-    `avg` the moving average of `params` or None. Returns the new state and the mean loss.
+    `avg` the moving average of `params` or None, `perm` the training rows of this epoch's
+    minibatches (n_batches * batch_size indices). Returns the new state and the mean loss.
     """
     c = config
-    n_train = _leading_size(train)
     loss_of_params = _loss_of_params(c, frozen)
 
     # Keys are derived inside the compiled program: eager splits compile per shape.
-    k_perm, k_steps = jax.random.split(jax.random.fold_in(k_train, epoch))
-    perm = jax.random.permutation(k_perm, n_train)[: c.n_batches * c.batch_size]
+    k_steps = jax.random.fold_in(k_train, epoch)
     batches = jax.tree_util.tree_map(lambda a: a[perm].reshape((c.n_batches, c.batch_size) + a.shape[1:]), train)
 
     def step(carry, inp):
@@ -472,6 +471,7 @@ def fit(
                 return True
         return False
 
+    shuffle = numpy_rng(k_train)
     bar = tqdm(total=max_epochs, desc=description, disable=not progress, leave=False)
     try:
         for epoch in range(max_epochs):
@@ -480,7 +480,10 @@ def fit(
             if pending and epoch > best_epoch + patience and validate_pending(wait=True):
                 break
             scales.append(lr_scale)
-            params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, k_train,
+            # The shuffle on the host: in the program, jax.random.permutation's sorts cost
+            # about 3 ms of a 70 ms epoch (9000 rows, 2-core CPU); numpy's takes 0.1 ms.
+            perm = shuffle.permutation(n_train)[: n_batches * batch_size].astype(np.int32)
+            params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, perm, k_train,
                                                        np.int32(epoch), np.float32(lr_scale))
             current = params if avg is None else avg
             if defer and first is None:
