@@ -481,7 +481,7 @@ def fit(
                 break
             scales.append(lr_scale)
             # The shuffle on the host: in the program, jax.random.permutation's sorts cost
-            # about 3 ms of a 70 ms epoch (9000 rows, 2-core CPU); numpy's takes 0.1 ms.
+            # about 3 ms of a 70 ms epoch (9000 rows, 2-core CPU); numpy's takes about 0.2 ms.
             perm = shuffle.permutation(n_train)[: n_batches * batch_size].astype(np.int32)
             params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, perm, k_train,
                                                        np.int32(epoch), np.float32(lr_scale))
