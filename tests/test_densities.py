@@ -86,6 +86,15 @@ def test_wrong_dimensions_and_nonfinite_x_raise():
         q.sample(jax.random.key(0), jnp.zeros(3), (2,))
     with pytest.raises(ValueError, match="finite"):
         q.sample(jax.random.key(0), jnp.array([0.0, jnp.nan]), (2,))
+    # A (theta_true, x_obs) pair from a task is not taken for a batch of two observations (both
+    # are of size 2 here); a tuple of numbers is still one observation.
+    pair = (jnp.array([0.1, 0.2]), jnp.array([0.3, 0.4]))
+    with pytest.raises(TypeError, match=r"get_observation\(i\) returns \(theta_true, x_obs\)"):
+        q.sample(jax.random.key(0), pair, (2,))
+    with pytest.raises(TypeError, match="theta must be one array, got a tuple of 2 arrays"):
+        q.log_prob(pair, jnp.zeros(2))
+    assert q.sample(jax.random.key(0), (0.3, 0.4), (2,)).shape == (2, 2)
+    assert q.sample(jax.random.key(0), jnp.stack(pair), (3,)).shape == (3, 2, 2)
 
 
 def test_standardized_respects_box_support_and_normalises():

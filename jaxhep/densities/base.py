@@ -41,8 +41,15 @@ def check_last_dim(a: Array, dim: int, name: str) -> Array:
     """Check that `a` has trailing size `dim` (a vector or a batch of vectors).
 
     Raises:
+        TypeError: for a tuple of arrays, which would silently become a batch (the usual slip:
+            passing `task.get_observation(i)`, a `(theta_true, x_obs)` pair, as x).
         ValueError: when the trailing axis is missing or of the wrong size.
     """
+    if isinstance(a, tuple) and any(np.ndim(item) > 0 for item in a):
+        raise TypeError(
+            f"{name} must be one array, got a tuple of {len(a)} arrays; task.get_observation(i) returns "
+            f"(theta_true, x_obs), so take its second element, and stack several observations with "
+            f"jnp.stack to pass them as a batch")
     a = jnp.asarray(a)
     if a.ndim == 0 or a.shape[-1] != dim:
         raise ValueError(f"{name} must have shape (..., {dim}), got shape {tuple(a.shape)}")
