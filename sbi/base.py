@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
-                              make_standardizer)
+                              make_standardizer, transform_rows)
 from jaxhep.nn.init import split_on_host
 from jaxhep.training import History, check_ema_decay, check_lr_decay, check_positive_int, drop_nonfinite, fit
 
@@ -157,7 +157,7 @@ class AbstractPosteriorEstimator(eqx.Module):
         theta, x = check_training_data(theta, x, prior)
         to_base, x_loc, x_scale, low, high = make_standardizer(
             theta, x, prior, z_score_theta=self.z_score_theta, z_score_x=self.z_score_x, support=self.support)
-        z = np.asarray(jax.jit(jax.vmap(to_base.transform))(theta))
+        z = transform_rows(to_base, theta)
         xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
         k_build, k_fit = split_on_host(key, 2)
         if density is None:

@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import (SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
-                              check_last_dim, check_network)
+                              check_last_dim, check_network, transform_rows)
 from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior, check_training_data
 from jaxhep.training import check_positive_int
 
@@ -116,7 +116,7 @@ class NPSE(AbstractPosteriorEstimator):
         base = posterior.estimator.base
         if isinstance(base, ScoreDiffusion):
             th, _ = check_training_data(theta, x, prior)
-            z = np.asarray(jax.jit(jax.vmap(posterior.estimator.to_base.transform))(th), dtype=np.float64)
+            z = transform_rows(posterior.estimator.to_base, th).astype(np.float64)
             loc = jnp.asarray(z.mean(axis=0), jnp.float32)
             cov = jnp.asarray(np.atleast_2d(np.cov(z, rowvar=False)), jnp.float32)
             posterior = eqx.tree_at(lambda p: (p.estimator.base.prior_loc, p.estimator.base.prior_cov),

@@ -16,6 +16,21 @@ SUPPORTS = ("transform", "truncate")
 MAX_REJECTION_ROUNDS = 100
 
 
+@eqx.filter_jit
+def _transform_rows(bijection: AbstractBijection, values):
+    return jax.vmap(bijection.transform)(values)
+
+
+def transform_rows(bijection: AbstractBijection, values) -> np.ndarray:
+    """`bijection.transform` of each row of `values`, as a numpy array.
+
+    One compiled program per bijection structure and shape, shared by every call in the process
+    (a `jax.jit` of a new `jax.vmap(bijection.transform)` would compile again for each bijection:
+    about 0.1-0.2 s of every posterior fit).
+    """
+    return np.asarray(_transform_rows(bijection, values))
+
+
 class Standardized(AbstractConditionalDensity):
     """A density trained in a standardised space, seen from the user's space.
 
@@ -156,7 +171,7 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
             else:
                 box = BoxToReal(low, high)
                 layers.append(box)
-                u = np.asarray(jax.jit(jax.vmap(box.transform))(theta))
+                u = transform_rows(box, theta)
     if z_score_theta:
         loc, scale = _robust_loc_scale(u)
         layers.append(Invert(Affine(loc, scale)))
