@@ -176,7 +176,13 @@ class AbstractPosteriorEstimator(eqx.Module):
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay,
             validation_draws=self.validation_draws, lr_decay_factor=self.lr_decay_factor,
             lr_decay_patience=self.lr_decay_patience, weight_decay=self.weight_decay)
-        return Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
+        posterior = Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
+        return self._after_fit(posterior, z)
+
+    def _after_fit(self, posterior: Posterior, z: np.ndarray) -> Posterior:
+        """What a method adds to the trained posterior (nothing by default); `z` holds the
+        training theta (after dropping invalid simulations) mapped to the standardised space."""
+        return posterior
 
 
 def _mean_loss(model: AbstractConditionalDensity, key, batch) -> Float[Array, ""]:

@@ -9,8 +9,8 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.densities import (SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
-                              check_last_dim, check_network, transform_rows)
-from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior, check_training_data
+                              check_last_dim, check_network)
+from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior
 from jaxhep.training import check_positive_int
 
 
@@ -105,23 +105,15 @@ class NPSE(AbstractPosteriorEstimator):
                               sigma_max=self.sigma_max, beta_min=self.beta_min, beta_max=self.beta_max,
                               rtol=self.rtol, atol=self.atol, key=key)
 
-    def fit(self, key: PRNGKeyArray, theta: Float[Array, "n d"], x: Float[Array, "n c"], prior=None,
-            *, density: AbstractConditionalDensity | None = None) -> Posterior:
-        """Train on simulations and return the amortized posterior (see `AbstractPosteriorEstimator.fit`).
-
-        Also records the mean and covariance of the training theta in the standardised space
-        (they are prior draws), which `sample_iid` uses as the prior's Gaussian approximation.
-        """
-        posterior = super().fit(key, theta, x, prior, density=density)
-        base = posterior.estimator.base
-        if isinstance(base, ScoreDiffusion):
-            th, _ = check_training_data(theta, x, prior)
-            z = transform_rows(posterior.estimator.to_base, th).astype(np.float64)
-            loc = jnp.asarray(z.mean(axis=0), jnp.float32)
-            cov = jnp.asarray(np.atleast_2d(np.cov(z, rowvar=False)), jnp.float32)
-            posterior = eqx.tree_at(lambda p: (p.estimator.base.prior_loc, p.estimator.base.prior_cov),
-                                    posterior, (loc, cov))
-        return posterior
+    def _after_fit(self, posterior: Posterior, z: np.ndarray) -> Posterior:
+        """Record the mean and covariance of the training theta in the standardised space (they
+        are prior draws), which `sample_iid` uses as the prior's Gaussian approximation."""
+        if not isinstance(posterior.estimator.base, ScoreDiffusion):
+            return posterior
+        z = np.asarray(z, dtype=np.float64)
+        loc = jnp.asarray(z.mean(axis=0), jnp.float32)
+        cov = jnp.asarray(np.atleast_2d(np.cov(z, rowvar=False)), jnp.float32)
+        return eqx.tree_at(lambda p: (p.estimator.base.prior_loc, p.estimator.base.prior_cov), posterior, (loc, cov))
 
 
 def sample_iid(key: PRNGKeyArray, posterior: Posterior, x_obs: Float[Array, "m c"], num_samples: int, *,
