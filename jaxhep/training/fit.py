@@ -250,13 +250,18 @@ def _compiler_options() -> dict[str, Any] | None:
     return options or None
 
 
+def _jit(fun, options: dict[str, Any] | None, **kwargs):
+    """`jax.jit`, compiling with the XLA `options` when there are any."""
+    return jax.jit(fun, **kwargs) if options is None else jax.jit(fun, compiler_options=options, **kwargs)
+
+
 @functools.cache
 def _shared_programs(options: tuple | None):
     """The training and validation programs shared by every fit in the process that compiles with
-    `options`: one compiled program per configuration and set of shapes, kept until exit."""
-    kwargs = {} if options is None else {"compiler_options": dict(options)}
-    return (jax.jit(_train_epoch, static_argnames="config", **kwargs),
-            jax.jit(_validate, static_argnames="config", **kwargs))
+    `options` (sorted (name, value) pairs): one compiled program per configuration and set of
+    shapes, kept until exit."""
+    options = None if options is None else dict(options)
+    return (_jit(_train_epoch, options, static_argnames="config"), _jit(_validate, options, static_argnames="config"))
 
 
 # Compile the validation program on a second thread while the first epochs train (see `fit`).
@@ -425,9 +430,8 @@ def fit(
         except TypeError:
             pass
     if train_program is None:
-        kwargs = {} if options is None else {"compiler_options": options}
-        train_program = jax.jit(functools.partial(_train_epoch, config=config), **kwargs)
-        validate_program = jax.jit(functools.partial(_validate, config=val_config), **kwargs)
+        train_program = _jit(functools.partial(_train_epoch, config=config), options)
+        validate_program = _jit(functools.partial(_validate, config=val_config), options)
 
     def validate(weights):
         return float(validate_program(weights, frozen, val_chunks, k_val))
