@@ -19,10 +19,10 @@ class NPE(AbstractPosteriorEstimator):
         density_estimator: 'nsf' (spline coupling flow), 'nsf_autoregressive', 'maf', or 'mdn'.
         num_transforms: flow layers (ignored by 'mdn'); 5, as in sbi.
         hidden_features: conditioner / network width; 100 by default (sbi uses 50). On slcp at 10^4
-            simulations, 5 layers of width 100 gave a mean C2ST over 10 observations of 0.874 for
-            four simulation seeds (0.870-0.880), against 0.888 for the earlier default of 8 layers
-            of width 50 (0.884-0.895), and the same accuracy on two_moons, gaussian_linear and
-            bernoulli_glm; README.md has the commands.
+            simulations, 5 layers of width 100 gave a mean C2ST over 10 observations of 0.876 for
+            four simulation seeds (0.872-0.878, 2026-11-30), against 0.888 for the earlier default of
+            8 layers of width 50 (0.884-0.895), and the same accuracy on two_moons, gaussian_linear
+            and bernoulli_glm; README.md has the commands.
         batch_size: minibatch size.
         learning_rate: Adam step size.
         validation_fraction: held-out share for early stopping.

@@ -88,7 +88,8 @@ def run_case(task, n: int, batch: int, max_epochs: int, seed: int) -> tuple[dict
     block(posterior)
     fit_s = time.perf_counter() - t0
     epochs = int(posterior.history.epochs)
-    steps = epochs * (int(round(0.9 * n)) // batch)
+    n_train = n - int(round(SBI_SETTINGS["validation_fraction"] * n))  # the split of jaxhep.training
+    steps = epochs * (n_train // batch)
     return {"simulations": n, "batch_size": batch, "first_fit_s": first_fit_s, "fit_s": fit_s, "epochs": epochs,
             "stopped_early": bool(posterior.history.stopped_early), "epoch_ms": 1e3 * fit_s / epochs,
             "steps_per_s": steps / fit_s,
