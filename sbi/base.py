@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer, transform_rows)
 from jaxhep.nn.init import split_on_host
-from jaxhep.training import History, check_ema_decay, check_lr_decay, check_positive_int, drop_nonfinite, fit
+from jaxhep.training import History, check_devices, check_ema_decay, check_lr_decay, check_positive_int, drop_nonfinite, fit
 
 
 class Posterior(AbstractConditionalDensity):
@@ -107,6 +107,7 @@ class AbstractPosteriorEstimator(eqx.Module):
     weight_decay: eqx.AbstractVar[float]
     embedding_net: eqx.AbstractVar[eqx.Module | None]
     support: eqx.AbstractVar[str]
+    devices: eqx.AbstractVar[None | str | int | tuple]
 
     def __check_init__(self):
         # Equinox runs this for every subclass, beside the subclass's own checks.
@@ -121,6 +122,9 @@ class AbstractPosteriorEstimator(eqx.Module):
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check_support(self.support)
+        check_devices(self.devices)
+        if isinstance(self.devices, int) and self.batch_size % self.devices:
+            raise ValueError(f"batch_size={self.batch_size} must be a multiple of devices={self.devices}")
         if self.embedding_net is not None and not callable(self.embedding_net):
             raise TypeError(f"embedding_net must be a callable equinox module mapping one x to a vector, got "
                             f"{type(self.embedding_net).__name__}")
@@ -175,7 +179,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             max_epochs=self.max_epochs, validation_fraction=self.validation_fraction, patience=self.patience,
             progress=self.progress, description=f"{self.method} training", ema_decay=self.ema_decay,
             validation_draws=self.validation_draws, lr_decay_factor=self.lr_decay_factor,
-            lr_decay_patience=self.lr_decay_patience, weight_decay=self.weight_decay)
+            lr_decay_patience=self.lr_decay_patience, weight_decay=self.weight_decay, devices=self.devices)
         posterior = Posterior(Standardized(trained, to_base, x_loc, x_scale, low, high), history, self.method)
         return self._after_fit(posterior, z)
 

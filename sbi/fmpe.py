@@ -44,7 +44,7 @@ class FMPE(AbstractPosteriorEstimator):
         rtol, atol: ODE solver tolerances for sampling and log_prob.
         batch_size, learning_rate, validation_fraction, patience, max_epochs, progress,
         clip_norm, z_score_theta, z_score_x, ema_decay, validation_draws, lr_decay_factor,
-            lr_decay_patience, weight_decay, embedding_net: as in `NPE`.
+            lr_decay_patience, weight_decay, embedding_net, devices: as in `NPE`.
         support: as in `NPE`, but "truncate" by default: the logit map of a box prior cost the
             ODE models accuracy (FMPE on gaussian_mixture 0.73 with it, 0.60 without).
 
@@ -76,6 +76,7 @@ class FMPE(AbstractPosteriorEstimator):
     weight_decay: float = 0.0
     embedding_net: eqx.Module | None = None
     support: str = "truncate"
+    devices: None | str | int | tuple = None
 
     def __check_init__(self):
         _check_common(self)

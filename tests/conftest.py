@@ -14,3 +14,12 @@ def x64():
     with float64():
         yield
     assert jax.config.jax_enable_x64 == before
+
+
+# Two CPU devices for the data-parallel tests (tests/test_parallel.py). JAX fixes its device count
+# when it first runs, so this must come before any computation; the other tests run on the
+# default device as before.
+try:
+    jax.config.update("jax_num_cpu_devices", 2)
+except RuntimeError:  # JAX ran before the tests were collected: keep its devices
+    pass

@@ -1,5 +1,15 @@
-"""The training engine shared by every estimator: `fit`."""
+"""The training engine shared by every estimator: `fit`, and its data-parallel helpers."""
 
-from jaxhep.training.fit import History, check_ema_decay, check_lr_decay, check_positive_int, drop_nonfinite, fit, split_train_val
+from jaxhep.training.fit import (
+    History,
+    check_ema_decay,
+    check_lr_decay,
+    check_positive_int,
+    drop_nonfinite,
+    fit,
+    split_train_val,
+)
+from jaxhep.training.parallel import check_devices, data_mesh, use_cpu_cores
 
-__all__ = ["History", "check_ema_decay", "check_lr_decay", "check_positive_int", "drop_nonfinite", "fit", "split_train_val"]
+__all__ = ["History", "check_devices", "check_ema_decay", "check_lr_decay", "check_positive_int", "data_mesh",
+           "drop_nonfinite", "fit", "split_train_val", "use_cpu_cores"]

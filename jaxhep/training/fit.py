@@ -6,7 +6,7 @@ import functools
 import time
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -15,10 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from jaxhep.nn.init import numpy_rng, split_on_host
+from jaxhep.training.parallel import DATA_AXIS, data_mesh
 
 
 class History(eqx.Module):
@@ -157,6 +160,7 @@ class _EpochConfig(NamedTuple):
     batch_size: int
     ema_decay: float | None
     scale_updates: bool  # plateau schedule on: multiply the updates by lr_scale
+    mesh: Mesh | None = None  # data-parallel over the mesh's devices (see `data_mesh`), or one device
 
 
 class _ValidationConfig(NamedTuple):
@@ -165,6 +169,7 @@ class _ValidationConfig(NamedTuple):
     loss_fn: Callable
     static: Any
     validation_draws: int
+    mesh: Mesh | None = None
 
 
 def _loss_of_params(config, frozen):
@@ -173,24 +178,52 @@ def _loss_of_params(config, frozen):
     return loss_of_params
 
 
+def _shard_index(mesh: Mesh | None):
+    """This device's position along the data axis inside `shard_map`, with the device count."""
+    return jax.lax.axis_index(DATA_AXIS), mesh.shape[DATA_AXIS]
+
+
+def _replicated(fun, mesh: Mesh | None, n_args: int):
+    """`fun` itself without a mesh; else `fun` run on every device of `mesh` by `shard_map`, with
+    all `n_args` arguments and the results replicated (each device picks its rows itself)."""
+    if mesh is None:
+        return fun
+    spec = PartitionSpec()
+    return jax.shard_map(fun, mesh=mesh, in_specs=(spec,) * n_args, out_specs=spec, check_vma=False)
+
+
 def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale, config):
     """One epoch of training: all full minibatches, in the order `perm`, in a `lax.scan`.
 
     `params` are the trained arrays, `frozen` the model's other arrays (e.g. integer masks),
     `avg` the moving average of `params` or None, `perm` the training rows of this epoch's
     minibatches (n_batches * batch_size indices). Returns the new state and the mean loss.
+
+    With a mesh in `config`, every device takes its equal share of each minibatch, and the
+    gradients and losses are averaged over the devices (one all-reduce per step) before the
+    same update is applied everywhere; the updates are those of one device up to float rounding.
     """
     c = config
     loss_of_params = _loss_of_params(c, frozen)
 
     # Keys are derived inside the compiled program: eager splits compile per shape.
     k_steps = jax.random.fold_in(k_train, epoch)
-    batches = jax.tree_util.tree_map(lambda a: a[perm].reshape((c.n_batches, c.batch_size) + a.shape[1:]), train)
+    if c.mesh is None:
+        batches = jax.tree_util.tree_map(lambda a: a[perm].reshape((c.n_batches, c.batch_size) + a.shape[1:]), train)
+    else:
+        shard, n_shards = _shard_index(c.mesh)
+        rows = perm.reshape(c.n_batches, n_shards, c.batch_size // n_shards)[:, shard]
+        batches = jax.tree_util.tree_map(lambda a: a[rows], train)
 
     def step(carry, inp):
         p, s, a = carry
         k, batch, i = inp
-        value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
+        if c.mesh is None:
+            value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
+        else:
+            value, grads = jax.value_and_grad(loss_of_params)(p, jax.random.fold_in(k, shard), batch)
+            flat, unravel = ravel_pytree(grads)  # one all-reduce for all gradients
+            grads, value = unravel(jax.lax.pmean(flat, DATA_AXIS)), jax.lax.pmean(value, DATA_AXIS)
         updates, s = c.optimizer.update(grads, s, p)
         if c.scale_updates:
             updates = jax.tree_util.tree_map(lambda u: (u * lr_scale).astype(u.dtype), updates)
@@ -206,18 +239,36 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
     return params, opt_state, avg, jnp.mean(losses)
 
 
+def _train_epoch_program(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale, config):
+    """`_train_epoch`, on every device of the configuration's mesh if it has one."""
+    epoch_fn = _replicated(functools.partial(_train_epoch, config=config), config.mesh, 9)
+    return epoch_fn(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale)
+
+
 def _validate(checked, frozen, val_chunks, k_val, config):
     """The validation loss of the weights `checked`: the batch loss over the validation split in
     equal chunks, averaged over `config.validation_draws` sets of keys (the same keys every
-    epoch, so that stochastic losses compare like with like)."""
+    epoch, so that stochastic losses compare like with like). With a mesh, each device takes
+    an equal share of every chunk and the losses are averaged over the devices."""
     loss_of_params = _loss_of_params(config, frozen)
     n_chunks = _leading_size(val_chunks)
     val_keys = jax.random.split(k_val, config.validation_draws * n_chunks).reshape(config.validation_draws, n_chunks)
+    if config.mesh is not None:
+        shard, n_shards = _shard_index(config.mesh)
+        val_chunks = jax.tree_util.tree_map(
+            lambda a: a.reshape((n_chunks, n_shards, a.shape[1] // n_shards) + a.shape[2:])[:, shard], val_chunks)
+        val_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, shard)))(val_keys)
 
     def one_draw(keys):
         return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
 
-    return jnp.mean(jax.lax.map(one_draw, val_keys))
+    loss = jnp.mean(jax.lax.map(one_draw, val_keys))
+    return loss if config.mesh is None else jax.lax.pmean(loss, DATA_AXIS)
+
+
+def _validate_program(checked, frozen, val_chunks, k_val, config):
+    """`_validate`, on every device of the configuration's mesh if it has one."""
+    return _replicated(functools.partial(_validate, config=config), config.mesh, 4)(checked, frozen, val_chunks, k_val)
 
 
 # XLA options for compiling the training and validation programs on the CPU. Compilation is a
@@ -261,7 +312,8 @@ def _shared_programs(options: tuple | None):
     `options` (sorted (name, value) pairs): one compiled program per configuration and set of
     shapes, kept until exit."""
     options = None if options is None else dict(options)
-    return (_jit(_train_epoch, options, static_argnames="config"), _jit(_validate, options, static_argnames="config"))
+    return (_jit(_train_epoch_program, options, static_argnames="config"),
+            _jit(_validate_program, options, static_argnames="config"))
 
 
 # Compile the validation program on a second thread while the first epochs train (see `fit`).
@@ -291,6 +343,7 @@ def fit(
     lr_decay_factor: float | None = None,
     lr_decay_patience: int = 10,
     weight_decay: float = 0.0,
+    devices: None | str | int | Sequence[jax.Device] = None,
 ) -> tuple[PyTree, History]:
     """Train `model` by minibatch gradient descent with early stopping.
 
@@ -354,6 +407,18 @@ def fit(
         lr_decay_patience: epochs without improvement before each reduction.
         weight_decay: when `optimizer` is None and this is > 0, AdamW's decoupled weight decay
             (Loshchilov and Hutter 2019) instead of Adam.
+        devices: data-parallel training. None (the default) trains on the default device. "all",
+            an integer n (the first n devices of the default backend in this process) or a
+            sequence of devices: each minibatch, and each validation chunk, is split into
+            equal shares, one per device (so `batch_size` must be a multiple of the device
+            count), the gradients are averaged over the devices after every step, and every
+            device applies the same update. The updates equal those of one device up to float
+            rounding for a deterministic loss; a stochastic loss draws each share's randomness
+            with its own key. The model is returned on the first of the devices. On the CPU,
+            JAX has one device unless it is told otherwise before it first runs:
+            `jaxhep.training.use_cpu_cores()` right after `import jax` makes one per core
+            (NPE's 5x50 spline flow with 200-row minibatches: 0.86 instead of 1.31 ms per step
+            on 2 cores). One process only: across hosts, use `jax.distributed` and your own loop.
 
     Returns:
         (trained model, History).
@@ -366,6 +431,11 @@ def fit(
     for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience),
                         ("validation_draws", validation_draws)):
         check_positive_int(name, value)
+    mesh = data_mesh(devices)
+    n_shards = 1 if mesh is None else mesh.size
+    if batch_size % n_shards:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the {n_shards} devices each minibatch is "
+                         "split over")
     check_ema_decay(ema_decay)
     check_lr_decay(lr_decay_factor, lr_decay_patience)
     if not (isinstance(weight_decay, (int, float, np.floating, np.integer)) and weight_decay >= 0):
@@ -383,7 +453,10 @@ def fit(
     if lr_decay_factor is not None and val is None:
         raise ValueError("lr_decay_factor needs a validation split (validation_fraction > 0) to detect plateaus")
     n_train = _leading_size(train)
-    batch_size = int(min(batch_size, n_train))
+    # Fewer rows than a minibatch: one minibatch of all of them (a multiple of the device count).
+    batch_size = int(min(batch_size, n_train // n_shards * n_shards))
+    if batch_size == 0:
+        raise ValueError(f"{n_train} training rows cannot be split over {n_shards} devices")
     n_batches = n_train // batch_size
 
     optimizer = _build_optimizer(optimizer, learning_rate, clip_norm, float(weight_decay))
@@ -404,7 +477,12 @@ def fit(
         # loss as training; at most n_chunks - 1 rows are left out so that shapes stay static.
         n_val = _leading_size(val)
         n_chunks = -(-n_val // int(validation_batch_size))
-        chunk = n_val // n_chunks
+        # With several devices, chunks are a multiple of their count (up to n_shards - 1 more
+        # rows per chunk are left out).
+        chunk = n_val // n_chunks // n_shards * n_shards
+        if chunk == 0:
+            raise ValueError(f"{n_val} validation rows cannot be split over {n_shards} devices; raise "
+                             "validation_fraction or train on fewer devices")
         val_chunks = jax.tree_util.tree_map(
             lambda a: a[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:]), val)
 
@@ -413,8 +491,15 @@ def fit(
     avg = params if ema_decay is not None else None
 
     config = _EpochConfig(loss_fn, static, optimizer, n_batches, batch_size,
-                          None if ema_decay is None else float(ema_decay), lr_decay_factor is not None)
-    val_config = _ValidationConfig(loss_fn, static, int(validation_draws))
+                          None if ema_decay is None else float(ema_decay), lr_decay_factor is not None, mesh)
+    val_config = _ValidationConfig(loss_fn, static, int(validation_draws), mesh)
+    # With several devices, the state and data are placed on all of them once; the model's
+    # untrained arrays go back into the returned model as they came.
+    returned_frozen = frozen
+    if mesh is not None:
+        everywhere = NamedSharding(mesh, PartitionSpec())
+        params, frozen, opt_state, avg, train, val_chunks = jax.device_put(
+            (params, frozen, opt_state, avg, train, val_chunks), everywhere)
     # The shared programs' caches keep their configurations alive for the whole process, so a
     # loss that may hold data (a closure, a partial, a bound method or other callable object), or
     # a configuration that cannot be hashed, gets programs of its own (new function objects),
@@ -430,8 +515,8 @@ def fit(
         except TypeError:
             pass
     if train_program is None:
-        train_program = _jit(functools.partial(_train_epoch, config=config), options)
-        validate_program = _jit(functools.partial(_validate, config=val_config), options)
+        train_program = _jit(functools.partial(_train_epoch_program, config=config), options)
+        validate_program = _jit(functools.partial(_validate_program, config=val_config), options)
 
     def validate(weights):
         return float(validate_program(weights, frozen, val_chunks, k_val))
@@ -487,6 +572,8 @@ def fit(
             # The shuffle on the host: in the program, jax.random.permutation's sorts cost
             # about 3 ms of a 70 ms epoch (9000 rows, 2-core CPU); numpy's takes about 0.2 ms.
             perm = shuffle.permutation(n_train)[: n_batches * batch_size].astype(np.int32)
+            if mesh is not None:
+                perm = jax.device_put(perm, everywhere)
             params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, perm, k_train,
                                                        np.int32(epoch), np.float32(lr_scale))
             current = params if avg is None else avg
@@ -527,4 +614,6 @@ def fit(
         lr_scale=jnp.asarray(scales, dtype=jnp.float32),
         seconds=time.perf_counter() - start,
     )
-    return eqx.combine(best_params, frozen, static), history
+    if mesh is not None:
+        best_params = jax.device_put(best_params, mesh.devices.flat[0])
+    return eqx.combine(best_params, returned_frozen, static), history
