@@ -36,9 +36,52 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     parser.add_argument("--out", default="./jaxhep-out", help="output directory (default ./jaxhep-out)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--devices", default="auto",
+                        help="devices to split training minibatches over: 'auto' (default: on a machine without "
+                             "an accelerator, one JAX CPU device per core, up to 4 and dividing the batch size; "
+                             "else one accelerator), 'all' (every device of JAX's default backend) or a count "
+                             "(on the CPU, that many CPU devices are made)")
     parser.add_argument("--compilation-cache", metavar="DIR", default=None,
                         help="keep XLA's compiled programs in DIR (JAX's persistent compilation cache), so that "
                              "a repeated run with the same settings skips most compilation (default: off)")
+
+
+def _training_devices(choice: str, batch_size: int) -> str | int | None:
+    """The estimators' `devices` for `--devices`, after making the CPU devices it needs.
+
+    Must run before JAX's first computation to change the CPU device count; later (e.g. a second
+    `run` in one process) the devices JAX already has are used. A CPU device count set by the user
+    (JAX_NUM_CPU_DEVICES, or --xla_force_host_platform_device_count in XLA_FLAGS) is kept.
+    """
+    import jax
+
+    from jaxhep.training import use_cpu_cores
+    from jaxhep.training.parallel import devices_for_cores
+
+    if choice == "all":
+        return "all"
+    user_set = "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in os.environ.get(
+        "XLA_FLAGS", "")
+    if choice == "auto":
+        if not user_set:
+            try:
+                return devices_for_cores(batch_size, limit=4)
+            except RuntimeError:
+                pass  # JAX has run already: use the devices it has, if they split the batch
+        count = len(jax.devices())
+        return count if jax.default_backend() == "cpu" and count > 1 and batch_size % count == 0 else None
+    try:
+        wanted = int(choice)
+    except ValueError:
+        raise ValueError(f"--devices must be 'auto', 'all' or a positive count, got {choice!r}") from None
+    if wanted < 1:
+        raise ValueError(f"--devices must be 'auto', 'all' or a positive count, got {choice!r}")
+    if not user_set:
+        try:
+            use_cpu_cores(wanted)
+        except RuntimeError:
+            pass  # JAX has run already: its devices stay, and training checks that there are enough
+    return wanted
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         The exit code.
     """
+    import dataclasses
+
     import jax
     import numpy as np
 
@@ -64,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     methods = _available_methods()
     if args.method not in methods:
         raise ValueError(f"unknown method {args.method!r}; expected one of {methods}")
+    method_class = getattr(sbi_pkg, args.method.upper())
+    batch_size = next(f.default for f in dataclasses.fields(method_class) if f.name == "batch_size")
+    devices = _training_devices(str(args.devices), batch_size)  # before JAX first runs
     task = simulators.get_task(args.task)
     if not 1 <= args.observation <= task.num_observations:
         raise ValueError(f"--observation must lie in 1..{task.num_observations}, got {args.observation}")
@@ -88,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     t_sim = time.perf_counter() - t0
     say(f"simulated {args.simulations} {task.name} pairs in {t_sim:.1f} s")
 
-    settings = {"progress": progress}
+    settings = {"progress": progress, "devices": devices}
     if args.max_epochs is not None:
         settings["max_epochs"] = args.max_epochs
     if args.method == "npe":
@@ -97,11 +145,12 @@ def run(args: argparse.Namespace) -> int:
         from jaxhep.nn import set_embedding
 
         settings["embedding_net"] = set_embedding(args.embedding, task.iid_items, key=jax.random.fold_in(k_fit, 1))
-    estimator = getattr(sbi_pkg, args.method.upper())(**settings)
+    estimator = method_class(**settings)
     t0 = time.perf_counter()
     posterior = estimator.fit(k_fit, theta, x, prior=task.prior)
     t_train = time.perf_counter() - t0
-    say(f"trained {args.method} in {t_train:.1f} s ({posterior.history.epochs} epochs)")
+    on = "" if devices is None else f" on {len(jax.devices()) if devices == 'all' else devices} {jax.default_backend()} devices"
+    say(f"trained {args.method} in {t_train:.1f} s ({posterior.history.epochs} epochs{on})")
 
     theta_true, x_obs = task.get_observation(args.observation)
     sample = jax.jit(lambda k, xo: posterior.sample(k, xo, (args.num_samples,)))
@@ -139,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         "compilation_cache": os.path.abspath(args.compilation_cache) if args.compilation_cache else None,
         "versions": {"jaxhep": jaxhep.__version__, "jax": jax.__version__, "python": platform.python_version()},
         "device": str(jax.devices()[0]),
+        "training_devices": [str(d) for d in jax.devices()[: {None: 1, "all": len(jax.devices())}.get(devices, devices)]],
     }
     json_path = os.path.join(args.out, f"{task.name}_{args.method}_summary.json")
     with open(json_path, "w") as f:

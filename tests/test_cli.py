@@ -1,6 +1,7 @@
 """`jaxhep run` end to end on a small budget: files written, summary consistent, errors reported."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,17 @@ def test_run_with_a_set_embedding_on_a_task_of_iid_items(tmp_path, capsys):
     from jaxhep.nn import SET_EMBEDDINGS
 
     assert sorted(EMBEDDINGS) == sorted(("none", *SET_EMBEDDINGS))
+
+
+def test_run_splits_training_over_the_cpu_devices_it_makes(tmp_path, capsys):
+    # In a subprocess: `--devices 2` must make the two CPU devices before JAX first runs.
+    argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "400", "--max-epochs", "2", "--devices", "2",
+            "--num-samples", "400", "--no-progress", "--out", str(tmp_path / "out")]
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
+    assert summary["training_devices"] == ["cpu:0", "cpu:1"] and summary["epochs"] == 2
+    for bad in ("0", "many"):
+        assert main(["run", "--devices", bad, "--no-progress", "--out", str(tmp_path)]) == 2
+        assert "--devices must be 'auto', 'all' or a positive count" in capsys.readouterr().err
