@@ -1,8 +1,10 @@
 """jaxhep NPE on whatever device JAX runs on (CPU, GPU, TPU): training, sampling, amortized sweeps; writes JSON.
 
 The same code runs unchanged on every backend; this script records what it costs there. For each
-case `SIMULATIONS:BATCH` it trains NPE with sbi's settings (NSF 5x50, lr 5e-4, patience 20; the
-case's batch size) on two_moons simulations drawn with `task.simulate`:
+case `SIMULATIONS:BATCH` it trains NPE with sbi's settings (those of `npe_vs_sbi.py`: NSF 5x50,
+lr 5e-4, patience 20, support="truncate"; the case's batch size) on two_moons simulations drawn
+with `task.simulate`. On a CPU backend the minibatches are split over one JAX CPU device per core
+(`--jax-cpu-devices 1` for one); on an accelerator, training uses one device:
 
 * `first_fit_s`: a first fit of one epoch, so the compilation of the training and validation
   programs (cold, in this process) plus one epoch;
@@ -32,9 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
+from npe_vs_sbi import SBI_SETTINGS as _SBI  # noqa: E402
 
-SBI_SETTINGS = dict(density_estimator="nsf", num_transforms=5, hidden_features=50, learning_rate=5e-4,
-                    validation_fraction=0.1, patience=20, ema_decay=None)
+# npe_vs_sbi.py's settings without the batch size, which each case sets.
+SBI_SETTINGS = {name: value for name, value in _SBI.items() if name != "batch_size"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-epochs", type=int, default=1000, help="epoch cap of the first case")
     p.add_argument("--max-epochs-large", type=int, default=20, help="epoch cap of the other cases")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jax-cpu-devices", type=int, default=None,
+                   help="on a CPU backend, JAX CPU devices to split minibatches over (default: one per core, as "
+                        "many as divide every case's batch size); on an accelerator, training uses one device")
     p.add_argument("--out", default="experiments/benchmarks/out")
     args = p.parse_args(argv)
     cases = []
@@ -56,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--cases: need at least 10 simulations and a positive batch size, got {case!r}")
         cases.append((n, b))
     args.cases = cases
+    if args.jax_cpu_devices is not None and args.jax_cpu_devices < 1:
+        p.error("--jax-cpu-devices must be a positive integer")
     for name in ("max_epochs", "max_epochs_large"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer")
@@ -70,7 +78,7 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def run_case(task, n: int, batch: int, max_epochs: int, seed: int) -> tuple[dict, object]:
+def run_case(task, n: int, batch: int, max_epochs: int, seed: int, devices) -> tuple[dict, object]:
     import equinox as eqx
     import jax
 
@@ -78,7 +86,7 @@ def run_case(task, n: int, batch: int, max_epochs: int, seed: int) -> tuple[dict
 
     theta, x = task.simulate(jax.random.key(seed), n)
     theta, x = np.asarray(theta), np.asarray(x)
-    settings = dict(SBI_SETTINGS, batch_size=batch, progress=False)
+    settings = dict(SBI_SETTINGS, batch_size=batch, progress=False, devices=devices)
     block = lambda post: jax.block_until_ready(eqx.filter(post, eqx.is_array))  # noqa: E731
     t0 = time.perf_counter()
     block(NPE(**settings, max_epochs=1).fit(jax.random.key(seed + 1), theta, x, prior=task.prior))
@@ -125,13 +133,19 @@ def sampling(task, posterior, seed: int) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    import math
+
     import jax
     import jaxlib
 
     from jaxhep import simulators
+    from jaxhep.training.parallel import devices_for_cores
 
+    # Before JAX first runs: its CPU device count is fixed from then on.
+    devices = devices_for_cores(math.gcd(*(b for _, b in args.cases)), n=args.jax_cpu_devices)
     task = simulators.get_task("two_moons")
-    result = {"benchmark": "npe_device", "settings": SBI_SETTINGS, "machine": machine_info(),
+    result = {"benchmark": "npe_device", "settings": SBI_SETTINGS, "training_devices": devices,
+              "machine": machine_info(),
               "jax": jax.__version__, "jaxlib": jaxlib.__version__, "backend": jax.default_backend(),
               "devices": [str(d) for d in jax.devices()],
               "device_kind": jax.devices()[0].device_kind, "cases": []}
@@ -139,7 +153,8 @@ def main(argv=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"npe_device_{jax.default_backend()}.json"
     for i, (n, batch) in enumerate(args.cases):
-        case, posterior = run_case(task, n, batch, args.max_epochs if i == 0 else args.max_epochs_large, args.seed)
+        case, posterior = run_case(task, n, batch, args.max_epochs if i == 0 else args.max_epochs_large, args.seed,
+                                   devices)
         if i == 0:
             case.update(sampling(task, posterior, args.seed))
         result["cases"].append(case)

@@ -8,6 +8,11 @@ key for both). Reported per library: training wall time (compilation included fo
 network construction, training and `build_posterior` for sbi), epochs, the wall time of the
 first sampling call and of a later one, and C2ST per observation and its mean.
 
+Both use all the cores this process may run on: torch through its intra-op threads, jaxhep by
+splitting each minibatch over one JAX CPU device per core (`jaxhep.training.use_cpu_cores`,
+NPE `devices="all"`; as many devices as divide the batch size). `--jax-cpu-devices 1` trains
+jaxhep on one device, as before 2026-11-30.
+
 Run it in the benchmark environment (torch, sbi and jaxhep together; see README.md):
 
     .venv-bench/bin/python experiments/benchmarks/npe_vs_sbi.py --tasks two_moons --simulations 10000
@@ -33,8 +38,11 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out"
 
 # sbi's own NPE settings (sbi 0.27: posterior_nn defaults and NPE_C.train defaults), given to both.
+# sbi has no weight averaging, and it trains on z-scored theta itself and rejects samples outside
+# a bounded prior's support: jaxhep's support="truncate" (until 2026-11-30 this benchmark used
+# jaxhep's default "transform", training in the image of a logit map of the prior's box).
 SBI_SETTINGS = dict(density_estimator="nsf", num_transforms=5, hidden_features=50, batch_size=200,
-                    learning_rate=5e-4, validation_fraction=0.1, patience=20, ema_decay=None)  # sbi has no EMA
+                    learning_rate=5e-4, validation_fraction=0.1, patience=20, ema_decay=None, support="truncate")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "validation 0.1, patience 20); 'defaults': each library's own NPE defaults")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch intra-op threads (default: the cores this process may run on)")
+    p.add_argument("--jax-cpu-devices", type=int, default=None,
+                   help="JAX CPU devices, over which jaxhep splits each minibatch (NPE devices='all'), as torch "
+                        "spreads its work over its threads (default: the cores this process may run on, as "
+                        "many as divide the batch size of 200; 1 trains on one device)")
     args = p.parse_args(argv)
+    if args.jax_cpu_devices is not None and args.jax_cpu_devices < 1:
+        p.error(f"--jax-cpu-devices must be a positive integer, got {args.jax_cpu_devices}")
     for name in ("simulations", "observations", "num_samples"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
@@ -89,7 +103,8 @@ def _block(tree):
     jax.block_until_ready(eqx.filter(tree, eqx.is_array))
 
 
-def run_jaxhep(key, task, theta, x, observations, num_samples, settings_mode, c2st_keys, references) -> dict:
+def run_jaxhep(key, task, theta, x, observations, num_samples, settings_mode, c2st_keys, references,
+               devices=None) -> dict:
     """Train jaxhep NPE, time sampling and score C2ST for each observation."""
     import equinox as eqx
     import jax
@@ -97,7 +112,8 @@ def run_jaxhep(key, task, theta, x, observations, num_samples, settings_mode, c2
     from jaxhep.diagnostics import c2st
     from jaxhep.sbi import NPE
 
-    npe = NPE(**SBI_SETTINGS, progress=False) if settings_mode == "sbi" else NPE(progress=False)
+    settings = SBI_SETTINGS if settings_mode == "sbi" else {}
+    npe = NPE(**settings, progress=False, devices=devices)
     k_fit, k_sample = jax.random.split(key)
     start = time.perf_counter()
     posterior = npe.fit(k_fit, theta, x, prior=task.prior)
@@ -230,6 +246,11 @@ def main(argv=None) -> dict:
     import jax
 
     from jaxhep import simulators
+    from jaxhep.training.parallel import devices_for_cores
+
+    # Before JAX first runs: its CPU device count is fixed from then on.
+    jax_devices = devices_for_cores(SBI_SETTINGS["batch_size"], n=args.jax_cpu_devices)
+    cpu_devices = len(jax.devices("cpu"))
 
     for name in args.tasks:
         if name not in simulators.TASKS:
@@ -247,7 +268,8 @@ def main(argv=None) -> dict:
     results = {"benchmark": "npe_vs_sbi", "argv": sys.argv[1:] if argv is None else list(argv),
                "started_utc": started, "settings_mode": args.settings, "simulations": args.simulations,
                "observations": args.observations, "num_samples": args.num_samples, "seed": args.seed,
-               "load_average_start": load_start, "machine": machine, "versions": versions, "tasks": {}}
+               "load_average_start": load_start, "machine": machine, "versions": versions,
+               "jax_cpu_devices": cpu_devices, "jaxhep_devices": jax_devices, "tasks": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     libs = "jaxhep" if args.jaxhep_only else "sbi" if args.sbi_only else "both"
     out_file = args.out / f"npe_vs_sbi_{args.settings}_{args.simulations}_{libs}.json"
@@ -272,7 +294,7 @@ def main(argv=None) -> dict:
         if run_jax:
             print(f"[{name}] jaxhep NPE ...", flush=True)
             entry["jaxhep"] = run_jaxhep(k_jax, task, theta, x, observations, args.num_samples, args.settings,
-                                         c2st_keys, references)
+                                         c2st_keys, references, jax_devices)
         if run_torch:
             print(f"[{name}] sbi NPE ...", flush=True)
             entry["sbi"] = run_sbi(args.seed, task, theta, x, observations, args.num_samples, args.settings,
