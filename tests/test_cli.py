@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pytest
 
 from jaxhep.cli import build_parser, main
 
@@ -85,6 +87,7 @@ def test_run_with_a_set_embedding_on_a_task_of_iid_items(tmp_path, capsys):
     assert sorted(EMBEDDINGS) == sorted(("none", *SET_EMBEDDINGS))
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU devices; an accelerator trains on its own")
 def test_run_splits_training_over_the_cpu_devices_it_makes(tmp_path, capsys):
     # In a subprocess: `--devices 2` must make the two CPU devices before JAX first runs.
     argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "400", "--max-epochs", "2", "--devices", "2",

@@ -11,7 +11,8 @@ from jaxhep.nn import MLP
 from jaxhep.training import check_devices, data_mesh, fit, use_cpu_cores
 from jaxhep.training.parallel import cores_for_batch
 
-pytestmark = pytest.mark.skipif(len(jax.devices("cpu")) < 2, reason="needs two CPU devices (tests/conftest.py)")
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu" or len(jax.devices()) < 2,
+                                reason="needs a CPU backend with two devices (tests/conftest.py)")
 
 
 def _regression(n=1200, seed=0):
