@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     posterior = estimator.fit(k_fit, theta, x, prior=task.prior)
     t_train = time.perf_counter() - t0
-    on = "" if devices is None else f" on {len(jax.devices()) if devices == 'all' else devices} {jax.default_backend()} devices"
+    n_training = {None: 1, "all": len(jax.devices())}.get(devices, devices)
+    on = "" if devices is None else f" on {n_training} {jax.default_backend()} devices"
     say(f"trained {args.method} in {t_train:.1f} s ({posterior.history.epochs} epochs{on})")
 
     theta_true, x_obs = task.get_observation(args.observation)
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         "compilation_cache": os.path.abspath(args.compilation_cache) if args.compilation_cache else None,
         "versions": {"jaxhep": jaxhep.__version__, "jax": jax.__version__, "python": platform.python_version()},
         "device": str(jax.devices()[0]),
-        "training_devices": [str(d) for d in jax.devices()[: {None: 1, "all": len(jax.devices())}.get(devices, devices)]],
+        "training_devices": [str(d) for d in jax.devices()[:n_training]],
     }
     json_path = os.path.join(args.out, f"{task.name}_{args.method}_summary.json")
     with open(json_path, "w") as f:

@@ -14,7 +14,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer, transform_rows)
 from jaxhep.nn.init import split_on_host
-from jaxhep.training import History, check_devices, check_ema_decay, check_lr_decay, check_positive_int, drop_nonfinite, fit
+from jaxhep.training import (History, check_devices, check_ema_decay, check_lr_decay, check_positive_int,
+                             drop_nonfinite, fit)
 
 
 class Posterior(AbstractConditionalDensity):

@@ -178,7 +178,7 @@ def _loss_of_params(config, frozen):
     return loss_of_params
 
 
-def _shard_index(mesh: Mesh | None):
+def _shard_index(mesh: Mesh):
     """This device's position along the data axis inside `shard_map`, with the device count."""
     return jax.lax.axis_index(DATA_AXIS), mesh.shape[DATA_AXIS]
 

@@ -40,7 +40,8 @@ def data_mesh(devices: None | str | int | Sequence[jax.Device]) -> Mesh | None:
     """The mesh that `fit` splits minibatches over, from its `devices` argument; None for one device.
 
     None or 1: the default device (no mesh). "all": every device of the default backend in this
-    process (no mesh if there is only one). An integer n: the first n of those. A sequence of `jax.Device`: those devices.
+    process (no mesh if there is only one). An integer n: the first n of those. A sequence of
+    `jax.Device`: those devices.
 
     Raises:
         ValueError: for a malformed argument (see `check_devices`) or a count above the devices
