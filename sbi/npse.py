@@ -156,9 +156,9 @@ def sample_iid(key: PRNGKeyArray, posterior: Posterior, x_obs: Float[Array, "m c
 def _sample_iid(key, est, x_obs, num_samples, num_cov_samples):
     xs = jax.vmap(est.standardize_x)(x_obs)
 
-    def draw(k):
-        z = est.base.sample_iid(k, xs, num_samples, num_cov_samples=num_cov_samples)
+    def draw(k, m):
+        z = est.base.sample_iid(k, xs, m, num_cov_samples=num_cov_samples)
         return jax.vmap(est.to_base.inverse)(z)
 
     # With support="truncate", samples outside the prior's box are drawn again.
-    return est.inside_only(key, draw)
+    return est.inside_only(key, draw, num_samples)
