@@ -183,13 +183,12 @@ def _shard_index(mesh: Mesh):
     return jax.lax.axis_index(DATA_AXIS), mesh.shape[DATA_AXIS]
 
 
-def _replicated(fun, mesh: Mesh | None, n_args: int):
+def _replicated(fun, mesh: Mesh | None):
     """`fun` itself without a mesh; else `fun` run on every device of `mesh` by `shard_map`, with
-    all `n_args` arguments and the results replicated (each device picks its rows itself)."""
+    all arguments and the results replicated (each device picks its rows itself)."""
     if mesh is None:
         return fun
-    spec = PartitionSpec()
-    return jax.shard_map(fun, mesh=mesh, in_specs=(spec,) * n_args, out_specs=spec, check_vma=False)
+    return jax.shard_map(fun, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec(), check_vma=False)
 
 
 def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale, config):
@@ -208,20 +207,19 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
 
     # Keys are derived inside the compiled program: eager splits compile per shape.
     k_steps = jax.random.fold_in(k_train, epoch)
-    if c.mesh is None:
-        batches = jax.tree_util.tree_map(lambda a: a[perm].reshape((c.n_batches, c.batch_size) + a.shape[1:]), train)
-    else:
+    rows = perm.reshape(c.n_batches, c.batch_size)
+    if c.mesh is not None:
         shard, n_shards = _shard_index(c.mesh)
-        rows = perm.reshape(c.n_batches, n_shards, c.batch_size // n_shards)[:, shard]
-        batches = jax.tree_util.tree_map(lambda a: a[rows], train)
+        rows = rows.reshape(c.n_batches, n_shards, c.batch_size // n_shards)[:, shard]
+    batches = jax.tree_util.tree_map(lambda a: a[rows], train)
 
     def step(carry, inp):
         p, s, a = carry
         k, batch, i = inp
-        if c.mesh is None:
-            value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
-        else:
-            value, grads = jax.value_and_grad(loss_of_params)(p, jax.random.fold_in(k, shard), batch)
+        if c.mesh is not None:
+            k = jax.random.fold_in(k, shard)  # each device's share draws its own randomness
+        value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
+        if c.mesh is not None:
             flat, unravel = ravel_pytree(grads)  # one all-reduce for all gradients
             grads, value = unravel(jax.lax.pmean(flat, DATA_AXIS)), jax.lax.pmean(value, DATA_AXIS)
         updates, s = c.optimizer.update(grads, s, p)
@@ -241,7 +239,7 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
 
 def _train_epoch_program(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale, config):
     """`_train_epoch`, on every device of the configuration's mesh if it has one."""
-    epoch_fn = _replicated(functools.partial(_train_epoch, config=config), config.mesh, 9)
+    epoch_fn = _replicated(functools.partial(_train_epoch, config=config), config.mesh)
     return epoch_fn(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale)
 
 
@@ -268,7 +266,7 @@ def _validate(checked, frozen, val_chunks, k_val, config):
 
 def _validate_program(checked, frozen, val_chunks, k_val, config):
     """`_validate`, on every device of the configuration's mesh if it has one."""
-    return _replicated(functools.partial(_validate, config=config), config.mesh, 4)(checked, frozen, val_chunks, k_val)
+    return _replicated(functools.partial(_validate, config=config), config.mesh)(checked, frozen, val_chunks, k_val)
 
 
 # XLA options for compiling the training and validation programs on the CPU. Compilation is a
