@@ -2,6 +2,13 @@
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+
+
+def mse_loss(model, key, batch):
+    """Mean squared error of `model` on a batch (x, y): a `jaxhep.training.fit` loss."""
+    x, y = batch
+    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
 
 
 def perturb(module, key, scale=0.1):

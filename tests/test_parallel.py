@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import mse_loss
 
 from jaxhep.nn import MLP
 from jaxhep.training import check_devices, data_mesh, fit, use_cpu_cores
@@ -22,19 +23,14 @@ def _regression(n=1200, seed=0):
     return x, y
 
 
-def _mse(model, key, batch):
-    x, y = batch
-    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
-
-
 @pytest.mark.parametrize("extras", [{}, {"ema_decay": 0.9, "lr_decay_factor": 0.5, "lr_decay_patience": 1}])
 def test_two_devices_give_the_updates_of_one_up_to_rounding(extras):
     x, y = _regression()
     x_before, y_before = x.copy(), y.copy()
     model = MLP(3, 1, width=32, depth=2, key=jax.random.key(0))
     kwargs = dict(learning_rate=3e-3, batch_size=100, max_epochs=4, patience=10, progress=False, **extras)
-    one, hist_one = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
-    two, hist_two = fit(jax.random.key(1), model, _mse, (x, y), devices=2, **kwargs)
+    one, hist_one = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
+    two, hist_two = fit(jax.random.key(1), model, mse_loss, (x, y), devices=2, **kwargs)
     # Each device takes half of every minibatch and the gradients are averaged before the step:
     # without the average (each device stepping on its half) or with both halves the same, the
     # weights would differ from one device's by far more than float rounding.
@@ -106,13 +102,13 @@ def test_bad_devices_raise_clear_errors():
         with pytest.raises(ValueError, match="devices must be"):
             check_devices(bad)
         with pytest.raises(ValueError, match="devices must be"):
-            fit(jax.random.key(0), model, _mse, (x, y), devices=bad, progress=False)
+            fit(jax.random.key(0), model, mse_loss, (x, y), devices=bad, progress=False)
     with pytest.raises(ValueError, match="but this process has 2 cpu device.*use_cpu_cores"):
-        fit(jax.random.key(0), model, _mse, (x, y), devices=3, progress=False)
+        fit(jax.random.key(0), model, mse_loss, (x, y), devices=3, progress=False)
     with pytest.raises(ValueError, match="batch_size=15 must be a multiple of the 2 devices"):
-        fit(jax.random.key(0), model, _mse, (x, y), devices=2, batch_size=15, progress=False)
+        fit(jax.random.key(0), model, mse_loss, (x, y), devices=2, batch_size=15, progress=False)
     with pytest.raises(ValueError, match="1 validation rows cannot be split over 2 devices"):
-        fit(jax.random.key(0), model, _mse, (x, y), devices=2, batch_size=10, validation_fraction=0.01,
+        fit(jax.random.key(0), model, mse_loss, (x, y), devices=2, batch_size=10, validation_fraction=0.01,
             progress=False)
 
     from jaxhep.sbi import NPE

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import mse_loss
 
 from jaxhep.nn import MLP
 from jaxhep.training import drop_nonfinite, fit
@@ -19,15 +20,10 @@ def _linear_problem(n=2000, noise=0.1, seed=0):
     return x, y, w_true
 
 
-def _mse(model, key, batch):
-    x, y = batch
-    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
-
-
 def test_fit_recovers_least_squares_solution():
     x, y, _ = _linear_problem()
     model = MLP(3, 1, depth=0, key=jax.random.key(0))
-    trained, hist = fit(jax.random.key(1), model, _mse, (x, y), learning_rate=3e-2, batch_size=100,
+    trained, hist = fit(jax.random.key(1), model, mse_loss, (x, y), learning_rate=3e-2, batch_size=100,
                         max_epochs=150, patience=150, progress=False)
     design = np.hstack([x, np.ones((len(x), 1))])
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
@@ -41,7 +37,7 @@ def test_fit_recovers_least_squares_solution():
 def test_early_stopping_restores_best_state():
     x, y, _ = _linear_problem(n=400, noise=1.0)
     model = MLP(3, 1, width=64, depth=2, key=jax.random.key(2))
-    trained, hist = fit(jax.random.key(3), model, _mse, (x, y), learning_rate=1e-2, batch_size=20,
+    trained, hist = fit(jax.random.key(3), model, mse_loss, (x, y), learning_rate=1e-2, batch_size=20,
                         max_epochs=400, patience=5, validation_fraction=0.25, progress=False)
     assert hist.stopped_early and hist.epochs < 400
     assert hist.best_epoch == int(np.argmin(hist.val_loss))
@@ -51,7 +47,7 @@ def test_early_stopping_restores_best_state():
     from jaxhep.training import split_train_val
     k_split = split_on_host(jax.random.key(3), 3)[0]
     _, val = split_train_val(k_split, (jnp.asarray(x), jnp.asarray(y)), 0.25)
-    np.testing.assert_allclose(float(_mse(trained, None, val)), float(np.min(hist.val_loss)), rtol=1e-5)
+    np.testing.assert_allclose(float(mse_loss(trained, None, val)), float(np.min(hist.val_loss)), rtol=1e-5)
 
 
 def test_nonfinite_rows_are_dropped_with_a_count_and_inputs_untouched():
@@ -66,17 +62,17 @@ def test_nonfinite_rows_are_dropped_with_a_count_and_inputs_untouched():
     np.testing.assert_array_equal(y, y_copy)
     model = MLP(3, 1, depth=0, key=jax.random.key(0))
     with pytest.warns(UserWarning, match="dropped 2"):
-        fit(jax.random.key(0), model, _mse, (x, y), max_epochs=2, progress=False)
+        fit(jax.random.key(0), model, mse_loss, (x, y), max_epochs=2, progress=False)
 
 
 def test_bad_inputs_raise():
     model = MLP(3, 1, depth=0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="leading"):
-        fit(jax.random.key(0), model, _mse, (np.zeros((10, 3)), np.zeros((9, 1))), progress=False)
+        fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((9, 1))), progress=False)
     with pytest.raises(ValueError, match="batch_size"):
-        fit(jax.random.key(0), model, _mse, (np.zeros((10, 3)), np.zeros((10, 1))), batch_size=0, progress=False)
+        fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((10, 1))), batch_size=0, progress=False)
     with pytest.raises(ValueError, match="validation_fraction"):
-        fit(jax.random.key(0), model, _mse, (np.zeros((10, 3)), np.zeros((10, 1))), validation_fraction=1.0,
+        fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((10, 1))), validation_fraction=1.0,
             progress=False)
 
 
@@ -85,7 +81,7 @@ def test_no_validation_trains_all_epochs():
     model = MLP(3, 1, depth=0, key=jax.random.key(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, hist = fit(jax.random.key(0), model, _mse, (x, y), validation_fraction=0.0, max_epochs=7, progress=False)
+        _, hist = fit(jax.random.key(0), model, mse_loss, (x, y), validation_fraction=0.0, max_epochs=7, progress=False)
     assert hist.epochs == 7 and hist.val_loss.size == 0 and not hist.stopped_early
 
 
@@ -123,19 +119,19 @@ def test_ema_weights_are_validated_and_returned():
     x, y, _ = _linear_problem()
     model = MLP(3, 1, depth=0, key=jax.random.key(0))
     kwargs = dict(learning_rate=3e-2, batch_size=100, max_epochs=60, patience=60, progress=False)
-    plain, h_plain = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    plain, h_plain = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     # Decay 0: the average is the current weights, so training is unchanged.
-    same, h_same = fit(jax.random.key(1), model, _mse, (x, y), ema_decay=0.0, **kwargs)
+    same, h_same = fit(jax.random.key(1), model, mse_loss, (x, y), ema_decay=0.0, **kwargs)
     np.testing.assert_allclose(np.asarray(same.layers[0].weight), np.asarray(plain.layers[0].weight), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(h_same.val_loss), np.asarray(h_plain.val_loss), rtol=1e-6)
     # A slow average still converges to the least-squares solution, and differs from the raw weights.
-    avg, h_avg = fit(jax.random.key(1), model, _mse, (x, y), ema_decay=0.95, **kwargs)
+    avg, h_avg = fit(jax.random.key(1), model, mse_loss, (x, y), ema_decay=0.95, **kwargs)
     design = np.hstack([x, np.ones((len(x), 1))])
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     np.testing.assert_allclose(np.asarray(avg.layers[0].weight).ravel(), coef[:3, 0], atol=0.02)
     assert not np.allclose(np.asarray(h_avg.val_loss[:3]), np.asarray(h_plain.val_loss[:3]))
     with pytest.raises(ValueError, match="ema_decay"):
-        fit(jax.random.key(1), model, _mse, (x, y), ema_decay=1.0, **kwargs)
+        fit(jax.random.key(1), model, mse_loss, (x, y), ema_decay=1.0, **kwargs)
 
 
 def test_ema_forgets_the_initial_weights_early():
@@ -145,8 +141,8 @@ def test_ema_forgets_the_initial_weights_early():
     model = MLP(3, 1, depth=0, key=jax.random.key(0))
     kwargs = dict(learning_rate=3e-2, batch_size=50, max_epochs=1, patience=5, progress=False)
     w0 = np.asarray(model.layers[0].weight)
-    plain, _ = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
-    avg, _ = fit(jax.random.key(1), model, _mse, (x, y), ema_decay=0.9999, **kwargs)
+    plain, _ = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
+    avg, _ = fit(jax.random.key(1), model, mse_loss, (x, y), ema_decay=0.9999, **kwargs)
     moved_plain = np.linalg.norm(np.asarray(plain.layers[0].weight) - w0)
     moved_avg = np.linalg.norm(np.asarray(avg.layers[0].weight) - w0)
     assert moved_plain > 0
@@ -160,8 +156,8 @@ def test_validation_draws_average_a_stochastic_validation_loss():
                   validation_batch_size=1)  # 100 validation rows -> 100 chunks of one row
 
     # A deterministic loss: extra draws change nothing.
-    _, h1 = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
-    _, h3 = fit(jax.random.key(1), model, _mse, (x, y), validation_draws=3, **kwargs)
+    _, h1 = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
+    _, h3 = fit(jax.random.key(1), model, mse_loss, (x, y), validation_draws=3, **kwargs)
     np.testing.assert_allclose(np.asarray(h3.val_loss), np.asarray(h1.val_loss), rtol=1e-6)
 
     # A loss that is pure N(0, 1) noise: one draw averages 100 keys (sd 0.1), 64 draws average
@@ -174,7 +170,7 @@ def test_validation_draws_average_a_stochastic_validation_loss():
     assert abs(float(many.val_loss[0])) < 0.05
     assert float(many.val_loss[0]) != float(one.val_loss[0])
     with pytest.raises(ValueError, match="validation_draws"):
-        fit(jax.random.key(0), model, _mse, (x, y), validation_draws=0, progress=False)
+        fit(jax.random.key(0), model, mse_loss, (x, y), validation_draws=0, progress=False)
 
 
 def test_plateau_schedule_reduces_the_step_size_when_validation_stalls():
@@ -212,19 +208,19 @@ def test_plateau_schedule_rejects_bad_settings():
     data = (np.zeros((20, 3), np.float32), np.zeros((20, 1), np.float32))
     for bad in (0.0, 1.0, -0.5, 2.0):
         with pytest.raises(ValueError, match="lr_decay_factor"):
-            fit(jax.random.key(0), model, _mse, data, lr_decay_factor=bad, progress=False)
+            fit(jax.random.key(0), model, mse_loss, data, lr_decay_factor=bad, progress=False)
     with pytest.raises(ValueError, match="lr_decay_patience"):
-        fit(jax.random.key(0), model, _mse, data, lr_decay_factor=0.5, lr_decay_patience=0, progress=False)
+        fit(jax.random.key(0), model, mse_loss, data, lr_decay_factor=0.5, lr_decay_patience=0, progress=False)
     with pytest.raises(ValueError, match="validation split"):
-        fit(jax.random.key(0), model, _mse, data, lr_decay_factor=0.5, validation_fraction=0.0, progress=False)
+        fit(jax.random.key(0), model, mse_loss, data, lr_decay_factor=0.5, validation_fraction=0.0, progress=False)
 
 
 _SHARED_TRACES = []
 
 
-def _counted_mse(model, key, batch):
+def _countedmse_loss(model, key, batch):
     _SHARED_TRACES.append(1)  # runs only while tracing; a module global, so not a closure
-    return _mse(model, key, batch)
+    return mse_loss(model, key, batch)
 
 
 def test_equal_fits_share_one_compiled_epoch_program():
@@ -232,10 +228,10 @@ def test_equal_fits_share_one_compiled_epoch_program():
     kwargs = dict(learning_rate=1e-2, batch_size=50, max_epochs=5, patience=10, progress=False)
     # A width no other test uses, so that the first fit here is the first of its kind.
     first = MLP(3, 1, width=7, depth=1, key=jax.random.key(0))
-    fit(jax.random.key(1), first, _counted_mse, (x, y), **kwargs)
+    fit(jax.random.key(1), first, _countedmse_loss, (x, y), **kwargs)
     assert len(_SHARED_TRACES) == 2  # the training step and the validation loss
     second = MLP(3, 1, width=7, depth=1, key=jax.random.key(5))
-    shared, hist = fit(jax.random.key(2), second, _counted_mse, (x, y), **kwargs)
+    shared, hist = fit(jax.random.key(2), second, _countedmse_loss, (x, y), **kwargs)
     assert len(_SHARED_TRACES) == 2 and hist.epochs == 5  # reused: nothing traced again
     # The shared program computes what a program of its own does: a closure over the same loss
     # is compiled for its call only, and gives the same weights.
@@ -243,7 +239,7 @@ def test_equal_fits_share_one_compiled_epoch_program():
 
     def closure(model, key, batch):
         private_traces.append(1)
-        return _mse(model, key, batch)
+        return mse_loss(model, key, batch)
 
     private, _ = fit(jax.random.key(2), second, closure, (x, y), **kwargs)
     assert len(private_traces) == 2
@@ -252,7 +248,7 @@ def test_equal_fits_share_one_compiled_epoch_program():
     assert not np.allclose(np.asarray(shared.layers[0].weight), np.asarray(second.layers[0].weight))
     # Another batch size compiles a training program of its own; the validation program, which
     # does not depend on it, is reused.
-    fit(jax.random.key(2), second, _counted_mse, (x, y), **(kwargs | dict(batch_size=60)))
+    fit(jax.random.key(2), second, _countedmse_loss, (x, y), **(kwargs | dict(batch_size=60)))
     assert len(_SHARED_TRACES) == 3
 
 
@@ -269,7 +265,7 @@ def test_deferred_validation_gives_the_results_of_validating_every_epoch(monkeyp
         time.sleep(delay)
         kind = "validation" if batch[0].shape[0] == n_val else "step"
         jax.debug.callback(lambda: events.append(kind))
-        return _mse(model, key, batch)
+        return mse_loss(model, key, batch)
 
     model = MLP(3, 1, width=64, depth=2, key=jax.random.key(2))
     kwargs = dict(learning_rate=1e-2, batch_size=batch_size, max_epochs=400, patience=patience,
@@ -305,20 +301,20 @@ def test_default_optimizer_is_per_array_adam_and_weight_decay_selects_adamw():
     # The default runs on the concatenated parameters; it must take the steps of Adam (or
     # AdamW) on each array, up to rounding in the global norm.
     for weight_decay, reference in ((0.0, optax.adam(1e-2)), (0.3, optax.adamw(1e-2, weight_decay=0.3))):
-        ours, h1 = fit(jax.random.key(1), model, _mse, (x, y), weight_decay=weight_decay, **kwargs)
-        theirs, h2 = fit(jax.random.key(1), model, _mse, (x, y), optimizer=optax.chain(clip, reference),
+        ours, h1 = fit(jax.random.key(1), model, mse_loss, (x, y), weight_decay=weight_decay, **kwargs)
+        theirs, h2 = fit(jax.random.key(1), model, mse_loss, (x, y), optimizer=optax.chain(clip, reference),
                          clip_norm=None, **kwargs)
         np.testing.assert_allclose(np.asarray(h1.val_loss), np.asarray(h2.val_loss), rtol=1e-4)
         for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    decayed, _ = fit(jax.random.key(1), model, _mse, (x, y), weight_decay=0.3, **kwargs)
-    plain, _ = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    decayed, _ = fit(jax.random.key(1), model, mse_loss, (x, y), weight_decay=0.3, **kwargs)
+    plain, _ = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     assert np.linalg.norm(np.asarray(decayed.layers[1].weight)) < np.linalg.norm(np.asarray(plain.layers[1].weight))
     for bad in (-1e-3, float("nan"), "0.1"):
         with pytest.raises(ValueError, match="weight_decay"):
-            fit(jax.random.key(1), model, _mse, (x, y), weight_decay=bad, **kwargs)
+            fit(jax.random.key(1), model, mse_loss, (x, y), weight_decay=bad, **kwargs)
     with pytest.raises(ValueError, match="weight_decay applies to the default optimizer"):
-        fit(jax.random.key(1), model, _mse, (x, y), weight_decay=0.1, optimizer=optax.sgd(0.1), **kwargs)
+        fit(jax.random.key(1), model, mse_loss, (x, y), weight_decay=0.1, optimizer=optax.sgd(0.1), **kwargs)
 
 
 def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkeypatch):
@@ -336,7 +332,7 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
         return shared(options)
 
     monkeypatch.setattr(module, "_shared_programs", spy)
-    tuned, hist = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    tuned, hist = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     # The options this jaxlib knows: on jaxlib 0.10 all of them; 0.12 dropped the fusion-emitter
     # switch but keeps the optimisation level.
     options = module._compiler_options()
@@ -347,7 +343,7 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
     assert asked == [tuple(sorted(options.items()))]
     # XLA's default compilation: the same training up to float rounding.
     monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {})
-    plain, ref = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    plain, ref = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     assert asked[-1] is None and hist.epochs == ref.epochs == 6
     np.testing.assert_allclose(np.asarray(hist.val_loss), np.asarray(ref.val_loss), rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(tuned), jax.tree_util.tree_leaves(plain)):
@@ -358,7 +354,7 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
     monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True, **options})
     assert module._compiler_options() == options
     monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True})
-    fallback, _ = fit(jax.random.key(1), model, _mse, (x, y), **kwargs)
+    fallback, _ = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     assert asked[-1] is None
     for a, b in zip(jax.tree_util.tree_leaves(fallback), jax.tree_util.tree_leaves(plain)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
