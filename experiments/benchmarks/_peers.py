@@ -18,7 +18,6 @@ timing leaves out sbi's log writing (which only makes sbi faster than with its d
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any
 
@@ -257,7 +256,9 @@ def set_torch_threads(n: int | None = None) -> int:
     """Let torch use `n` threads (default: one per core this process may run on, so that a run
     pinned with taskset is not oversubscribed); returns the number set."""
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from jaxhep.training.parallel import usable_cores
+
+        n = usable_cores()
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
