@@ -503,21 +503,31 @@ def fit(
     # a configuration that cannot be hashed, gets programs of its own (new function objects),
     # released with this call.
     options = _compiler_options()
-    train_program = validate_program = None
+    # Each program is a jitted function with the keyword arguments (its configuration) it is
+    # called with.
+    programs = None
     if isinstance(loss_fn, types.FunctionType) and loss_fn.__closure__ is None:
         try:
             hash((config, val_config))
             train_shared, validate_shared = _shared_programs(None if options is None else tuple(sorted(options.items())))
-            train_program = functools.partial(train_shared, config=config)
-            validate_program = functools.partial(validate_shared, config=val_config)
+            programs = (train_shared, {"config": config}), (validate_shared, {"config": val_config})
         except TypeError:
             pass
-    if train_program is None:
-        train_program = _jit(functools.partial(_train_epoch_program, config=config), options)
-        validate_program = _jit(functools.partial(_validate_program, config=val_config), options)
+    if programs is None:
+        programs = ((_jit(functools.partial(_train_epoch_program, config=config), options), {}),
+                    (_jit(functools.partial(_validate_program, config=val_config), options), {}))
+    (train_jit, train_kw), (validate_jit, validate_kw) = programs
+
+    def train_program(*args):
+        return train_jit(*args, **train_kw)
 
     def validate(weights):
-        return float(validate_program(weights, frozen, val_chunks, k_val))
+        return float(validate_jit(weights, frozen, val_chunks, k_val, **validate_kw))
+
+    def compile_validation(weights):
+        """Compile the validation program for weights shaped like `weights` (later calls find it
+        in JAX's cache)."""
+        validate_jit.lower(weights, frozen, val_chunks, k_val, **validate_kw).compile()
 
     train_hist, val_hist = [], []
     best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
@@ -526,8 +536,7 @@ def fit(
     # does not recompile the training program.
     lr_scale, since_decay, scales = 1.0, 0, []
     # Epochs trained but not yet validated, in order, with the weights to validate; the
-    # validation program's first call (compiling it) runs on `executor`, and `first` holds the
-    # loss it returns for the first epoch.
+    # validation program is compiled on `executor`, and `first` is done when it is.
     pending: list[tuple[int, PyTree]] = []
     defer = val is not None and lr_decay_factor is None and _DEFER_VALIDATION
     executor = ThreadPoolExecutor(max_workers=1) if defer else None
@@ -539,9 +548,11 @@ def fit(
         nonlocal best_val, best_params, best_epoch, since_best, since_decay, lr_scale, stopped_early
         if first is not None and not (wait or first.done()):
             return False
+        if first is not None:
+            first.result()  # raises what compiling raised
         while pending:
             epoch, weights = pending.pop(0)
-            vl = first.result() if first is not None and epoch == 0 else validate(weights)
+            vl = validate(weights)
             val_hist.append(vl)
             if vl < best_val:
                 best_val, best_params, best_epoch, since_best, since_decay = vl, weights, epoch, 0, 0
@@ -561,6 +572,17 @@ def fit(
     shuffle = numpy_rng(k_train)
     bar = tqdm(total=max_epochs, desc=description, disable=not progress, leave=False)
     try:
+        if defer:
+            # Trace the training program here, then compile the validation program on the
+            # second thread while this one compiles the training program (XLA releases the
+            # GIL): where a second core is free, the validation program costs no time. Both
+            # land in JAX's caches, where the calls below find them.
+            perm_shape = jax.ShapeDtypeStruct((n_batches * batch_size,), np.int32,
+                                              sharding=None if mesh is None else everywhere)
+            lowered = train_jit.lower(params, frozen, opt_state, avg, train, perm_shape, k_train, np.int32(0),
+                                      np.float32(1.0), **train_kw)
+            first = executor.submit(compile_validation, params if avg is None else avg)
+            lowered.compile()
         for epoch in range(max_epochs):
             # Train ahead of validation only while the epoch is needed whatever the pending
             # validation losses are: early stopping cannot end training before best + patience.
@@ -575,10 +597,6 @@ def fit(
             params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, perm, k_train,
                                                        np.int32(epoch), np.float32(lr_scale))
             current = params if avg is None else avg
-            if defer and first is None:
-                # The training program is compiled and this epoch is running: compile the
-                # validation program beside it, validating this epoch's weights.
-                first = executor.submit(validate, current)
             tl = float(tl)
             train_hist.append(tl)
             bar.update(1)
