@@ -358,3 +358,28 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
     assert asked[-1] is None
     for a, b in zip(jax.tree_util.tree_leaves(fallback), jax.tree_util.tree_leaves(plain)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _compiles_of(records, name):
+    return [r for r in records if r.getMessage().startswith(f"Finished XLA compilation of jit({name})")]
+
+
+@pytest.mark.parametrize("devices", [None, 2])
+def test_each_program_is_compiled_once_whatever_the_thread(caplog, devices):
+    """The validation program is compiled on a second thread ahead of its first call; the call
+    must find that compilation in JAX's cache (a second one would cost its seconds again),
+    on one device and on a mesh."""
+    x, y, _ = _linear_problem(n=500)
+    # A width no other test uses: both programs are new to this process.
+    model = MLP(3, 1, width=11 + (devices or 0), depth=1, key=jax.random.key(0))
+    # Set globally: `jax.log_compiles` as a context holds only for this thread.
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level("WARNING"):
+            _, hist = fit(jax.random.key(1), model, mse_loss, (x, y), batch_size=50, max_epochs=4, patience=10,
+                          progress=False, devices=devices)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    assert hist.epochs == 4 and len(hist.val_loss) == 4
+    assert len(_compiles_of(caplog.records, "_train_epoch_program")) == 1
+    assert len(_compiles_of(caplog.records, "_validate_program")) == 1

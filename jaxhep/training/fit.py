@@ -317,7 +317,7 @@ def _shared_programs(options: tuple | None):
             _jit(_validate_program, options, static_argnames="config"))
 
 
-# Compile the validation program on a second thread while the first epochs train (see `fit`).
+# Compile the validation program on a second thread beside the training program (see `fit`).
 _DEFER_VALIDATION = True
 
 
@@ -359,9 +359,9 @@ def fit(
     of compilation. Other losses (closures, partials, callable objects) get programs of their
     own, released after the call.
 
-    The validation program is compiled on a second thread while the first epochs train, and
-    the epochs trained meanwhile are validated in order once it is ready; where a second core is
-    free this hides its compilation. Only epochs that early stopping cannot have cut off (up to
+    The validation program is compiled on a second thread while this one compiles the training
+    program, and epochs that finish before it is ready are validated in order once it is; where
+    a second core is free this hides its compilation. Only epochs that early stopping cannot have cut off (up to
     the best epoch so far plus `patience`) train ahead of their validation, so the results and
     the work done are those of validating after every epoch. With the plateau schedule
     (`lr_decay_factor`), whose step size depends on each validation loss, every epoch waits for
