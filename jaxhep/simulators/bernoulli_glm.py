@@ -89,7 +89,7 @@ class AbstractBernoulliGLM(AbstractTask):
     def prior(self):
         # Built from a Cholesky factor computed once in float64, not from the precision matrix,
         # so that sampling and log_prob do no factorisation when traced.
-        return dist.MultivariateNormal(jnp.zeros(10), scale_tril=jnp.asarray(_prior_scale_tril()))
+        return dist.MultivariateNormal(np.zeros(10, np.float32), scale_tril=np.asarray(_prior_scale_tril(), np.float32))
 
     def _spikes(self, key, theta):
         return jax.random.bernoulli(key, jax.nn.sigmoid(self.X @ theta)).astype(jnp.float32)

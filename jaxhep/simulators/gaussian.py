@@ -20,6 +20,11 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .base import AbstractTask, check_num, check_x, in_box, rejection_sample, rejection_sample_independent
 
+
+def _box_prior(bound: float, dim: int):
+    """Uniform on [-bound, bound]^dim, with numpy bounds (building it compiles nothing)."""
+    return dist.Uniform(np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)).to_event(1)
+
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -60,7 +65,7 @@ class GaussianLinear(AbstractTask):
     def prior(self):
         # N(0, 0.1 I) as independent normals: the same distribution as sbibm's multivariate
         # normal, without a Cholesky factorisation in every traced sample or log_prob.
-        return dist.Normal(jnp.zeros(self.theta_dim), math.sqrt(self.prior_var)).to_event(1)
+        return dist.Normal(np.zeros(self.theta_dim, np.float32), np.float32(math.sqrt(self.prior_var))).to_event(1)
 
     def _simulate_one(self, key, theta):
         return theta + math.sqrt(self.noise_var) * jax.random.normal(key, (self.x_dim,))
@@ -152,7 +157,7 @@ class GaussianLinearUniform(AbstractTask):
 
     @property
     def prior(self):
-        return dist.Uniform(-self.bound * jnp.ones(self.theta_dim), self.bound * jnp.ones(self.theta_dim)).to_event(1)
+        return _box_prior(self.bound, self.theta_dim)
 
     def _simulate_one(self, key, theta):
         return theta + math.sqrt(self.noise_var) * jax.random.normal(key, (self.x_dim,))
@@ -238,7 +243,7 @@ class GaussianMixture(AbstractTask):
 
     @property
     def prior(self):
-        return dist.Uniform(-self.bound * jnp.ones(self.theta_dim), self.bound * jnp.ones(self.theta_dim)).to_event(1)
+        return _box_prior(self.bound, self.theta_dim)
 
     def _simulate_one(self, key, theta):
         kc, kz = jax.random.split(key)

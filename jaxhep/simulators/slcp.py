@@ -52,7 +52,8 @@ def _slcp_log_likelihood_one(theta, x):
 
 
 def _slcp_prior():
-    return dist.Uniform(-_BOUND * jnp.ones(5), _BOUND * jnp.ones(5)).to_event(1)
+    # numpy bounds: building the prior then compiles nothing (eager jnp ops would).
+    return dist.Uniform(np.full(5, -_BOUND, np.float32), np.full(5, _BOUND, np.float32)).to_event(1)
 
 
 def _fold_signs(theta):
