@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.bijections.base import AbstractBijection, _check_dims
+from jaxhep.nn.init import is_concrete
 
 
 class Affine(AbstractBijection):
@@ -26,12 +27,17 @@ class Affine(AbstractBijection):
     cond_dim: int = eqx.field(static=True, default=0)
 
     def __init__(self, loc, scale):
-        loc = jnp.atleast_1d(jnp.asarray(loc, dtype=float))
-        scale = jnp.broadcast_to(jnp.asarray(scale, dtype=float), loc.shape)
-        if np.any(np.asarray(scale) <= 0):
-            raise ValueError(f"scale must be positive, got {scale}")
-        self.loc, self.log_scale = loc, jnp.log(scale)
-        self.dim, self.cond_dim = int(loc.shape[0]), 0
+        if is_concrete(loc, scale):
+            # On the host, then placed once: eager jnp ops compile a small program each.
+            loc = np.atleast_1d(np.asarray(loc, dtype=jnp.result_type(float)))
+            scale = np.broadcast_to(np.asarray(scale, dtype=loc.dtype), loc.shape)
+            if np.any(scale <= 0):
+                raise ValueError(f"scale must be positive, got {scale}")
+            self.loc, self.log_scale = jax.device_put(loc), jax.device_put(np.log(scale))
+        else:
+            loc = jnp.atleast_1d(jnp.asarray(loc, dtype=float))
+            self.loc, self.log_scale = loc, jnp.log(jnp.broadcast_to(jnp.asarray(scale, dtype=float), loc.shape))
+        self.dim, self.cond_dim = int(self.loc.shape[0]), 0
 
     def transform_and_log_det(self, x, condition=None):
         return self.loc + jnp.exp(self.log_scale) * x, jnp.sum(self.log_scale)

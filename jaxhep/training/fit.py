@@ -284,11 +284,12 @@ CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False, "x
 
 
 @functools.cache
-def _option_known(name: str, value: Any) -> bool:
-    """Whether this jaxlib accepts the compiler option (XLA renames and removes its flags between
-    versions: jaxlib 0.12 has no `xla_cpu_use_fusion_emitters`)."""
+def _options_accepted(options: tuple) -> bool:
+    """Whether this jaxlib accepts all the compiler options, given as (name, value) pairs (XLA
+    renames and removes its flags between versions: jaxlib 0.12 has no
+    `xla_cpu_use_fusion_emitters`)."""
     try:
-        jax.jit(lambda a: a + 1, compiler_options={name: value})(np.float32(0.0)).block_until_ready()
+        jax.jit(lambda a: a + 1, compiler_options=dict(options))(np.float32(0.0)).block_until_ready()
         return True
     except Exception:  # an unknown option is refused when the program is compiled
         return False
@@ -298,7 +299,11 @@ def _compiler_options() -> dict[str, Any] | None:
     """The options of `CPU_COMPILER_OPTIONS` that this jaxlib knows, on the CPU backend; else None."""
     if jax.default_backend() != "cpu":
         return None
-    options = {name: value for name, value in CPU_COMPILER_OPTIONS.items() if _option_known(name, value)}
+    items = tuple(CPU_COMPILER_OPTIONS.items())
+    # One probe compilation for all of them; one per option only where some is refused.
+    if items and _options_accepted(items):
+        return dict(items)
+    options = {name: value for name, value in items if _options_accepted(((name, value),))}
     return options or None
 
 
@@ -484,8 +489,9 @@ def fit(
         if chunk == 0:
             raise ValueError(f"{n_val} validation rows cannot be split over {n_shards} devices; raise "
                              "validation_fraction or train on fewer devices")
+        # Cut on the host: on the device, the slice and reshape compile a small program each.
         val_chunks = jax.tree_util.tree_map(
-            lambda a: a[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:]), val)
+            lambda a: jax.device_put(np.asarray(a)[: n_chunks * chunk].reshape((n_chunks, chunk) + a.shape[1:])), val)
 
     # The weights that are validated and returned: the trained ones, or their moving average
     # `avg` (None without averaging).
@@ -625,12 +631,13 @@ def fit(
             executor.shutdown(wait=True, cancel_futures=True)
 
     history = History(
-        train_loss=jnp.asarray(train_hist),
-        val_loss=jnp.asarray(val_hist),
+        # device_put of numpy arrays: jnp.asarray of a list compiles a conversion.
+        train_loss=jax.device_put(np.asarray(train_hist, np.float32)),
+        val_loss=jax.device_put(np.asarray(val_hist, np.float32)),
         best_epoch=int(best_epoch),
         epochs=len(train_hist),
         stopped_early=bool(stopped_early),
-        lr_scale=jnp.asarray(scales, dtype=jnp.float32),
+        lr_scale=jax.device_put(np.asarray(scales, np.float32)),
         seconds=time.perf_counter() - start,
     )
     if mesh is not None:
