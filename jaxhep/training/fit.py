@@ -366,9 +366,9 @@ def fit(
 
     The validation program is compiled on a second thread while this one compiles the training
     program, and epochs that finish before it is ready are validated in order once it is; where
-    a second core is free this hides its compilation. Only epochs that early stopping cannot have cut off (up to
-    the best epoch so far plus `patience`) train ahead of their validation, so the results and
-    the work done are those of validating after every epoch. With the plateau schedule
+    a second core is free this hides its compilation. Only epochs that early stopping cannot
+    have cut off (up to the best epoch so far plus `patience`) train ahead of their validation,
+    so the results and the work done are those of validating after every epoch. With the plateau schedule
     (`lr_decay_factor`), whose step size depends on each validation loss, every epoch waits for
     its validation instead.
 
