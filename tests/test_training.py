@@ -218,7 +218,7 @@ def test_plateau_schedule_rejects_bad_settings():
 _SHARED_TRACES = []
 
 
-def _countedmse_loss(model, key, batch):
+def _counted_mse_loss(model, key, batch):
     _SHARED_TRACES.append(1)  # runs only while tracing; a module global, so not a closure
     return mse_loss(model, key, batch)
 
@@ -228,10 +228,10 @@ def test_equal_fits_share_one_compiled_epoch_program():
     kwargs = dict(learning_rate=1e-2, batch_size=50, max_epochs=5, patience=10, progress=False)
     # A width no other test uses, so that the first fit here is the first of its kind.
     first = MLP(3, 1, width=7, depth=1, key=jax.random.key(0))
-    fit(jax.random.key(1), first, _countedmse_loss, (x, y), **kwargs)
+    fit(jax.random.key(1), first, _counted_mse_loss, (x, y), **kwargs)
     assert len(_SHARED_TRACES) == 2  # the training step and the validation loss
     second = MLP(3, 1, width=7, depth=1, key=jax.random.key(5))
-    shared, hist = fit(jax.random.key(2), second, _countedmse_loss, (x, y), **kwargs)
+    shared, hist = fit(jax.random.key(2), second, _counted_mse_loss, (x, y), **kwargs)
     assert len(_SHARED_TRACES) == 2 and hist.epochs == 5  # reused: nothing traced again
     # The shared program computes what a program of its own does: a closure over the same loss
     # is compiled for its call only, and gives the same weights.
@@ -248,7 +248,7 @@ def test_equal_fits_share_one_compiled_epoch_program():
     assert not np.allclose(np.asarray(shared.layers[0].weight), np.asarray(second.layers[0].weight))
     # Another batch size compiles a training program of its own; the validation program, which
     # does not depend on it, is reused.
-    fit(jax.random.key(2), second, _countedmse_loss, (x, y), **(kwargs | dict(batch_size=60)))
+    fit(jax.random.key(2), second, _counted_mse_loss, (x, y), **(kwargs | dict(batch_size=60)))
     assert len(_SHARED_TRACES) == 3
 
 

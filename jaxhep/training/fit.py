@@ -199,8 +199,9 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
     minibatches (n_batches * batch_size indices). Returns the new state and the mean loss.
 
     With a mesh in `config`, every device takes its equal share of each minibatch, and the
-    gradients and losses are averaged over the devices (one all-reduce per step) before the
-    same update is applied everywhere; the updates are those of one device up to float rounding.
+    gradients are averaged over the devices (one all-reduce per step) before the same update is
+    applied everywhere; the updates are those of one device up to float rounding. The epoch's
+    mean loss is averaged over the devices once, at the end.
     """
     c = config
     loss_of_params = _loss_of_params(c, frozen)
@@ -368,9 +369,9 @@ def fit(
     program, and epochs that finish before it is ready are validated in order once it is; where
     a second core is free this hides its compilation. Only epochs that early stopping cannot
     have cut off (up to the best epoch so far plus `patience`) train ahead of their validation,
-    so the results and the work done are those of validating after every epoch. With the plateau schedule
-    (`lr_decay_factor`), whose step size depends on each validation loss, every epoch waits for
-    its validation instead.
+    so the results and the work done are those of validating after every epoch. With the
+    plateau schedule (`lr_decay_factor`), whose step size depends on each validation loss, every
+    epoch waits for its validation instead.
 
     Arguments:
         key: PRNG key (split, validation split, shuffling, stochastic losses).

@@ -114,6 +114,7 @@ def devices_for_cores(batch_size: int, n: int | None = None, limit: int | None =
         limit: upper bound on the default count.
 
     Raises:
+        ValueError: when `batch_size` is not a multiple of the CPU device count.
         RuntimeError: when JAX has already run a computation with another CPU device count.
     """
     count = use_cpu_cores(cores_for_batch(batch_size, limit) if n is None else n)
