@@ -40,35 +40,41 @@ def test_all_subcommands_are_registered():
 
 
 def test_run_accepts_the_diffusion_methods(tmp_path):
-    for method in ("fmpe", "npse"):
-        code = main(["run", "--method", method, "--simulations", "500", "--max-epochs", "3", "--num-samples", "500",
-                     "--out", str(tmp_path), "--no-progress"])
-        assert code == 0
-        summary = json.loads((tmp_path / f"two_moons_{method}_summary.json").read_text())
-        assert summary["epochs"] == 3 and 0.45 <= summary["c2st"] <= 1.0
-        assert (tmp_path / f"two_moons_{method}_corner.png").stat().st_size > 5000
+    # npse here; fmpe runs end to end in test_run_with_a_set_embedding_on_a_task_of_iid_items.
+    code = main(["run", "--method", "npse", "--simulations", "500", "--max-epochs", "3", "--num-samples", "500",
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    summary = json.loads((tmp_path / "two_moons_npse_summary.json").read_text())
+    assert summary["epochs"] == 3 and 0.45 <= summary["c2st"] <= 1.0
+    assert (tmp_path / "two_moons_npse_corner.png").stat().st_size > 5000
 
 
-def test_run_fills_and_reuses_a_compilation_cache(tmp_path):
-    # In subprocesses: the cache directory is process-wide JAX configuration. The second run
-    # finds every program it compiles in the cache, so it adds no entries.
+def test_run_fills_and_reuses_a_compilation_cache_and_trains_on_the_devices_it_makes(tmp_path):
+    # In subprocesses: the cache directory is process-wide JAX configuration, and `--devices 2`
+    # must make the two CPU devices before JAX first runs. The second run finds every program
+    # it compiles in the cache, so it adds no entries.
     cache = tmp_path / "cache"
-    argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "300", "--max-epochs", "2",
-            "--num-samples", "300", "--no-progress", "--out", str(tmp_path / "out"), "--compilation-cache", str(cache)]
+    on_cpu = jax.default_backend() == "cpu"  # an accelerator trains on its own device
+    argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "400", "--max-epochs", "2",
+            "--num-samples", "300", "--no-progress", "--out", str(tmp_path / "out"), "--compilation-cache", str(cache),
+            *(["--devices", "2"] if on_cpu else [])]
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
 
     def run_cli():
         # From tmp_path: started in the repository root, `-m` would import the source folder
         # (without jaxhep.sbi, which only the installed package maps) instead of the package.
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
 
-    run_cli()
+    summary = run_cli()
     first = sorted(p.name for p in cache.iterdir())
     assert len(first) >= 2  # at least the training epoch and the sampler
+    assert summary["compilation_cache"] == str(cache) and summary["epochs"] == 2
+    if on_cpu:
+        assert summary["training_devices"] == ["cpu:0", "cpu:1"]
     run_cli()
     assert sorted(p.name for p in cache.iterdir()) == first
-    summary = json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
-    assert summary["compilation_cache"] == str(cache)
 
 
 def test_run_with_a_set_embedding_on_a_task_of_iid_items(tmp_path, capsys):
@@ -87,16 +93,7 @@ def test_run_with_a_set_embedding_on_a_task_of_iid_items(tmp_path, capsys):
     assert sorted(EMBEDDINGS) == sorted(("none", *SET_EMBEDDINGS))
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU devices; an accelerator trains on its own")
-def test_run_splits_training_over_the_cpu_devices_it_makes(tmp_path, capsys):
-    # In a subprocess: `--devices 2` must make the two CPU devices before JAX first runs.
-    argv = [sys.executable, "-m", "jaxhep.cli", "run", "--simulations", "400", "--max-epochs", "2", "--devices", "2",
-            "--num-samples", "400", "--no-progress", "--out", str(tmp_path / "out")]
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / "out" / "two_moons_npe_summary.json").read_text())
-    assert summary["training_devices"] == ["cpu:0", "cpu:1"] and summary["epochs"] == 2
+def test_bad_device_counts_are_refused(tmp_path, capsys):
     for bad in ("0", "many"):
         assert main(["run", "--devices", bad, "--no-progress", "--out", str(tmp_path)]) == 2
         assert "--devices must be 'auto', 'all' or a positive count" in capsys.readouterr().err
