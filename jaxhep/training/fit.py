@@ -308,6 +308,15 @@ def _compiler_options() -> dict[str, Any] | None:
     return options or None
 
 
+def jit_kwargs() -> dict[str, Any]:
+    """Keyword arguments for `jax.jit` or `eqx.filter_jit` that compile with the options of
+    `CPU_COMPILER_OPTIONS` this jaxlib knows, on the CPU backend; {} elsewhere. For other
+    compile-bound programs of jaxhep (the PINN solver's), which trade the same few percent of
+    run time for a shorter compilation."""
+    options = _compiler_options()
+    return {} if options is None else {"compiler_options": options}
+
+
 def _jit(fun, options: dict[str, Any] | None, **kwargs):
     """`jax.jit`, compiling with the XLA `options` when there are any."""
     return jax.jit(fun, **kwargs) if options is None else jax.jit(fun, compiler_options=options, **kwargs)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from jaxhep.theory.pinn.domain import SAMPLERS, rad_resample, unit_sample
 from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
 from jaxhep.theory.pinn.problem import Observations, PDEProblem, PINNModel
+from jaxhep.training import jit_kwargs
 
 
 class TrainConfig(eqx.Module):
@@ -316,6 +317,12 @@ def solve(key: PRNGKeyArray, problem: PDEProblem, net: eqx.Module | PINNModel, c
         return _solve(key, problem, net, config, eval_points, eval_values, callback)
 
 
+def _filter_jit(fun):
+    """`eqx.filter_jit` compiling with jaxhep's CPU options (`jaxhep.training.jit_kwargs`): each
+    solve compiles its programs afresh, and compilation is most of a short run."""
+    return eqx.filter_jit(fun, **jit_kwargs())
+
+
 def _solve(key, problem, net, config, eval_points, eval_values, callback):
     c = config
     solver = PINNSolver(problem, c)
@@ -324,7 +331,7 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
     model = cast_floats(model, dtype)
     if eval_points is not None:
         ep, ev = jnp.asarray(eval_points, dtype), jnp.asarray(eval_values, dtype)
-        err_fn = eqx.filter_jit(lambda m: relative_l2(problem.predict(m, ep), ev))
+        err_fn = _filter_jit(lambda m: relative_l2(problem.predict(m, ep), ev))
     else:
         err_fn = None
 
@@ -374,7 +381,7 @@ def _adam(solver, kinit, kadam, model, record, bar, compile_seconds):
     c = solver.config
     state = solver.init(kinit, model)
 
-    @eqx.filter_jit
+    @_filter_jit
     def run_chunk(state, keys):
         def body(s, k):
             s, info = solver.step(k, s)
@@ -440,7 +447,7 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     opt = optax.lbfgs(memory_size=c.lbfgs_memory,
                       linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
 
-    @eqx.filter_jit
+    @_filter_jit
     def run_chunk(p, s, pts, n):
         f = lambda q: value_fn(q, pts)  # noqa: E731
         vg = optax.value_and_grad_from_state(f)
@@ -454,9 +461,9 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
         (p, s), values = jax.lax.scan(body, (p, s), None, length=n)
         return p, s, values[-1]
 
-    terms_fn = eqx.filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
-    value_jit = eqx.filter_jit(value_fn)
-    new_points = eqx.filter_jit(lambda k, p: ordered(residual_points(k, eqx.combine(p, static))))
+    terms_fn = _filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
+    value_jit = _filter_jit(value_fn)
+    new_points = _filter_jit(lambda k, p: ordered(residual_points(k, eqx.combine(p, static))))
     s = opt.init(params)
     t_start = None
     done, best, best_p = 0, float(value_jit(params, pts)), params
