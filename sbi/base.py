@@ -124,7 +124,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check_support(self.support)
         check_devices(self.devices)
-        if isinstance(self.devices, int) and self.batch_size % self.devices:
+        if isinstance(self.devices, (int, np.integer)) and self.batch_size % self.devices:  # bool refused above
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of devices={self.devices}")
         if self.embedding_net is not None and not callable(self.embedding_net):
             raise TypeError(f"embedding_net must be a callable equinox module mapping one x to a vector, got "

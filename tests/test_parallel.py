@@ -112,8 +112,9 @@ def test_bad_devices_raise_clear_errors():
             progress=False)
 
     from jaxhep.sbi import NPE
-    with pytest.raises(ValueError, match="batch_size=200 must be a multiple of devices=3"):
-        NPE(devices=3)
+    for three in (3, np.int64(3)):  # a numpy count too, as `check_devices` accepts one
+        with pytest.raises(ValueError, match="batch_size=200 must be a multiple of devices=3"):
+            NPE(devices=three)
     with pytest.raises(ValueError, match="devices must be"):
         NPE(devices="everything")
 
