@@ -360,6 +360,27 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+
+def test_jit_kwargs_give_other_programs_the_same_options(monkeypatch):
+    """`jit_kwargs` hands the CPU options to programs outside `fit` (the PINN solver's, through
+    its `_filter_jit`); {} where there are none."""
+    import equinox as eqx
+
+    from jaxhep.theory.pinn import solver
+    from jaxhep.training import jit_kwargs
+
+    module = sys.modules["jaxhep.training.fit"]
+    options = module._compiler_options()
+    assert jit_kwargs() == ({} if options is None else {"compiler_options": options})
+    seen, original = [], eqx.filter_jit
+    monkeypatch.setattr(solver.eqx, "filter_jit", lambda fun, **kw: seen.append(kw) or original(fun, **kw))
+    double = solver._filter_jit(lambda a: 2 * a)
+    assert float(double(jnp.float32(1.5))) == 3.0 and seen == [jit_kwargs()]
+    monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {})
+    assert jit_kwargs() == {}
+    solver._filter_jit(lambda a: a)
+    assert seen[-1] == {}
+
 def _compiles_of(records, name):
     return [r for r in records if r.getMessage().startswith(f"Finished XLA compilation of jit({name})")]
 
