@@ -360,7 +360,6 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-
 def test_jit_kwargs_give_other_programs_the_same_options(monkeypatch):
     """`jit_kwargs` hands the CPU options to programs outside `fit` (the PINN solver's, through
     its `_filter_jit`); {} where there are none."""
@@ -380,6 +379,7 @@ def test_jit_kwargs_give_other_programs_the_same_options(monkeypatch):
     assert jit_kwargs() == {}
     solver._filter_jit(lambda a: a)
     assert seen[-1] == {}
+
 
 def _compiles_of(records, name):
     return [r for r in records if r.getMessage().startswith(f"Finished XLA compilation of jit({name})")]

@@ -273,14 +273,14 @@ def _validate_program(checked, frozen, val_chunks, k_val, config):
     return _replicated(functools.partial(_validate, config=config), config.mesh)(checked, frozen, val_chunks, k_val)
 
 
-# XLA options for compiling the training and validation programs on the CPU. Compilation is a
-# large part of a short fit there (about 1.8 s of a 9 s NPE run on the 2-core benchmark machine),
-# and these options about halve it: XLA's older elemental emitters for fused loops instead of its
-# MLIR fusion emitters, and LLVM's level-1 optimisation pipeline. The epochs run a few percent
-# slower (NPE 5x50 on two_moons: 67 instead of 62 ms per epoch on one core), which costs less than
-# the compilation saves for fits of up to about 200 epochs. Results are the same up to float
-# rounding. Other backends are not affected; options this jaxlib does not know are left out. Set to
-# {} to compile with XLA's defaults.
+# XLA options for compiling the training and validation programs on the CPU (and, through
+# `jit_kwargs`, the PINN solver's). Compilation is a large part of a short fit there (about 1.8 s of
+# a 9 s NPE run on the 2-core benchmark machine), and these options about halve it: XLA's older
+# elemental emitters for fused loops instead of its MLIR fusion emitters, and LLVM's level-1
+# optimisation pipeline. The epochs run a few percent slower (NPE 5x50 on two_moons: 67 instead of
+# 62 ms per epoch on one core), which costs less than the compilation saves for fits of up to about
+# 200 epochs. Results are the same up to float rounding. Other backends are not affected; options
+# this jaxlib does not know are left out. Set to {} to compile with XLA's defaults.
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 
 
