@@ -10,6 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 # Observation i (1-based) of every task is drawn with key `jax.random.key(_OBSERVATION_SEED + i)`.
@@ -328,6 +329,12 @@ def _propose_accept(key, n, propose, accept, args):
     kp, ka = jax.random.split(key)
     samples = propose(kp, n, args)
     return samples, accept(ka, samples, args)
+
+
+def box_prior(bound: float, dim: int):
+    """Uniform on [-bound, bound]^dim, with numpy bounds (building it compiles nothing; eager jnp
+    ops would compile a small program each)."""
+    return dist.Uniform(np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)).to_event(1)
 
 
 def in_box(theta: Array, low: float, high: float) -> Array:

@@ -18,12 +18,8 @@ import numpyro.distributions as dist
 import scipy.stats
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .base import AbstractTask, check_num, check_x, in_box, rejection_sample, rejection_sample_independent
-
-
-def _box_prior(bound: float, dim: int):
-    """Uniform on [-bound, bound]^dim, with numpy bounds (building it compiles nothing)."""
-    return dist.Uniform(np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)).to_event(1)
+from .base import (AbstractTask, box_prior, check_num, check_x, in_box, rejection_sample,
+                   rejection_sample_independent)
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -157,7 +153,7 @@ class GaussianLinearUniform(AbstractTask):
 
     @property
     def prior(self):
-        return _box_prior(self.bound, self.theta_dim)
+        return box_prior(self.bound, self.theta_dim)
 
     def _simulate_one(self, key, theta):
         return theta + math.sqrt(self.noise_var) * jax.random.normal(key, (self.x_dim,))
@@ -243,7 +239,7 @@ class GaussianMixture(AbstractTask):
 
     @property
     def prior(self):
-        return _box_prior(self.bound, self.theta_dim)
+        return box_prior(self.bound, self.theta_dim)
 
     def _simulate_one(self, key, theta):
         kc, kz = jax.random.split(key)

@@ -10,10 +10,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .base import AbstractTask, check_num, check_x
+from .base import AbstractTask, box_prior, check_num, check_x
 from .mcmc import nuts_reference, warn_if_unconverged
 
 _BOUND = 3.0
@@ -52,8 +51,7 @@ def _slcp_log_likelihood_one(theta, x):
 
 
 def _slcp_prior():
-    # numpy bounds: building the prior then compiles nothing (eager jnp ops would).
-    return dist.Uniform(np.full(5, -_BOUND, np.float32), np.full(5, _BOUND, np.float32)).to_event(1)
+    return box_prior(_BOUND, 5)
 
 
 def _fold_signs(theta):

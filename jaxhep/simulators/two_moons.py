@@ -7,11 +7,9 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .base import AbstractTask, check_x, in_box, rejection_sample
+from .base import AbstractTask, box_prior, check_x, in_box, rejection_sample
 
 _A_LOW, _A_HIGH = -math.pi / 2, math.pi / 2
 _R_LOC, _R_SCALE = 0.1, 0.01
@@ -69,8 +67,7 @@ class TwoMoons(AbstractTask):
 
     @property
     def prior(self):
-        # numpy bounds: building the prior then compiles nothing (eager jnp ops would).
-        return dist.Uniform(np.full(2, -1.0, np.float32), np.full(2, 1.0, np.float32)).to_event(1)
+        return box_prior(1.0, 2)
 
     def _simulate_one(self, key, theta):
         p = _sample_p(key, 1)[0]
