@@ -83,12 +83,33 @@ def test_other_estimators_train_and_sample(estimator):
     np.testing.assert_allclose(np.asarray(s.mean(0)), [0.8, -0.8], atol=0.2)
 
 
+def test_activation_and_tail_bound_reach_every_estimator():
+    """NPE's defaults (tanh, bound 5) and sbi's NSF settings (relu, bound 3) end up in the built networks."""
+    from jaxhep.nn import get_activation
+
+    for kw, act, bound in (({}, "tanh", 5.0), (dict(activation="relu", tail_bound=3.0), "relu", 3.0)):
+        for estimator in ("nsf", "nsf_autoregressive"):
+            block = NPE(density_estimator=estimator, **kw).build(jax.random.key(0), 2, 2).bijection.layer(0)
+            layer = block.bijections[0]
+            assert layer.transformer.bound == bound
+            assert (layer.conditioner if estimator == "nsf" else layer).activation is get_activation(act)
+    maf = NPE(density_estimator="maf", activation="relu").build(jax.random.key(0), 2, 2)
+    assert maf.bijection.layer(0).bijections[0].activation is get_activation("relu")
+    mdn = NPE(density_estimator="mdn", activation="relu").build(jax.random.key(0), 2, 2)
+    assert mdn.net.activation is get_activation("relu")
+
+
 def test_input_errors_and_untouched_inputs():
     theta, x = _conjugate_data(300)
     theta, x = np.asarray(theta), np.asarray(x)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     with pytest.raises(ValueError, match="density_estimator"):
         NPE(density_estimator="realnvp")
+    with pytest.raises(ValueError, match="unknown activation 'swishy'"):
+        NPE(activation="swishy")
+    for bound in (0.0, -3.0, "3", True):
+        with pytest.raises(ValueError, match="tail_bound must be a positive number"):
+            NPE(tail_bound=bound)
     with pytest.raises(ValueError, match="same number of rows"):
         NPE(**SMALL).fit(jax.random.key(0), theta, x[:-1], prior=prior)
     with pytest.raises(ValueError, match="prior"):

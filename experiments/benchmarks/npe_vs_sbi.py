@@ -48,9 +48,11 @@ DEFAULT_OUT = HERE / "out"
 # sbi's own NPE settings (sbi 0.27: posterior_nn defaults and NPE_C.train defaults), given to both.
 # sbi has no weight averaging, and it trains on z-scored theta itself and rejects samples outside
 # a bounded prior's support: jaxhep's support="truncate" (until 2026-11-30 this benchmark used
-# jaxhep's default "transform", training in the image of a logit map of the prior's box).
+# jaxhep's default "transform", training in the image of a logit map of the prior's box). sbi's NSF
+# conditioners use relu and its splines a tail bound of 3 (jaxhep's NPE defaults: tanh and 5).
 SBI_SETTINGS = dict(density_estimator="nsf", num_transforms=5, hidden_features=50, batch_size=200,
-                    learning_rate=5e-4, validation_fraction=0.1, patience=20, ema_decay=None, support="truncate")
+                    learning_rate=5e-4, validation_fraction=0.1, patience=20, ema_decay=None, support="truncate",
+                    activation="relu", tail_bound=3.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
