@@ -36,10 +36,13 @@ class NPE(AbstractPosteriorEstimator):
         tail_bound: NSF splines act on [-tail_bound, tail_bound] (identity outside); 5 by default
             (sbi uses 3).
         activation: hidden activation of the conditioners (all estimators); "tanh" by default
-            (sbi's NSF uses "relu"). Held-out negative log-likelihood at 10^4 simulations (two
-            training seeds), relu with bound 3 -> tanh with bound 5: bernoulli_glm 2.61 -> 2.25,
-            gaussian_linear -0.48 -> -0.67, slcp 4.64 -> 4.49, two_moons -3.58 -> -3.63;
-            README.md has the C2ST.
+            (sbi's NSF uses "relu"). Mean held-out negative log-likelihood at 10^4 simulations
+            over two training seeds, relu with bound 3 -> tanh with bound 5 (2026-11-30):
+            bernoulli_glm 2.62 -> 2.24, gaussian_linear -0.49 -> -0.67, slcp 4.66 -> 4.49,
+            two_moons -3.58 -> -3.63; mean C2ST on bernoulli_glm 0.63-0.65 -> 0.59-0.60, but on
+            slcp more spread over seeds (0.867-0.893 against 0.872-0.879): for multimodal
+            posteriors like slcp's, activation="relu" with tail_bound=3.0 can be the better
+            choice. README.md has the commands.
         num_components: mixture components (MDN).
         clip_norm: gradient clipping norm (None for none).
         z_score_theta, z_score_x: standardise theta (in unconstrained space) and x.
