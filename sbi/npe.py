@@ -111,7 +111,8 @@ class NPE(AbstractPosteriorEstimator):
                              f"{DENSITY_ESTIMATORS}")
         for name in ("num_transforms", "hidden_features", "num_bins", "num_components"):
             check_positive_int(name, getattr(self, name), numpy_ints=False)
-        if isinstance(self.tail_bound, bool) or not isinstance(self.tail_bound, numbers.Real) or not self.tail_bound > 0:
+        bound = self.tail_bound
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0:
             raise ValueError(f"tail_bound must be a positive number, got {self.tail_bound!r}")
         get_activation(self.activation)  # an unknown name fails here, with the names it knows
 
