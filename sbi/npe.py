@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
+from jaxhep.bijections.elementwise import check_bound
 from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, maf, nsf
 from jaxhep.nn import get_activation
 from jaxhep.sbi.base import AbstractPosteriorEstimator
@@ -111,9 +110,7 @@ class NPE(AbstractPosteriorEstimator):
                              f"{DENSITY_ESTIMATORS}")
         for name in ("num_transforms", "hidden_features", "num_bins", "num_components"):
             check_positive_int(name, getattr(self, name), numpy_ints=False)
-        bound = self.tail_bound
-        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0:
-            raise ValueError(f"tail_bound must be a positive number, got {self.tail_bound!r}")
+        check_bound(self.tail_bound, "tail_bound")
         get_activation(self.activation)  # an unknown name fails here, with the names it knows
 
     @property

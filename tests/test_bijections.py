@@ -118,6 +118,17 @@ def test_bad_arguments_raise():
         Chain([Permutation([0, 1]), Permutation([0, 1, 2])])
     with pytest.raises(ValueError, match="low < high"):
         BoxToReal(jnp.array([1.0]), jnp.array([0.0]))
+    # Spline settings are checked where the spline is made, not at its first call.
+    for bound in (0.0, -3.0, True, "3"):
+        with pytest.raises(ValueError, match="bound must be a positive number"):
+            SplineTransformer(bound=bound)
+        with pytest.raises(ValueError, match="bound must be a positive number"):
+            Coupling(3, [True, False, False], transformer="spline", bound=bound, key=jax.random.key(0))
+    for bins in (0, 2.5):
+        with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+            SplineTransformer(num_bins=bins)
+    with pytest.raises(ValueError, match="backend"):
+        SplineTransformer(backend="torch")
 
 
 def test_stacked_equals_chain_of_its_layers():

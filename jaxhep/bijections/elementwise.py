@@ -6,6 +6,8 @@ parameter array of shape (n, num_params) from a network and maps n scalars.
 
 from __future__ import annotations
 
+import numbers
+
 import distrax
 import equinox as eqx
 import jax
@@ -39,6 +41,12 @@ class AffineTransformer(eqx.Module):
         return (y - shift) * jnp.exp(-log_scale), -log_scale
 
 
+def check_bound(bound, name: str = "bound") -> None:
+    """A spline's interval half-width must be a positive real number (not a bool)."""
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0:
+        raise ValueError(f"{name} must be a positive number, got {bound!r}")
+
+
 class SplineTransformer(eqx.Module):
     """Monotone rational-quadratic spline on [-bound, bound], identity outside (linear tails).
 
@@ -51,6 +59,13 @@ class SplineTransformer(eqx.Module):
     num_bins: int = eqx.field(static=True, default=10)
     bound: float = eqx.field(static=True, default=3.0)
     backend: str = eqx.field(static=True, default="jaxhep")
+
+    def __check_init__(self):
+        if isinstance(self.num_bins, bool) or not isinstance(self.num_bins, numbers.Integral) or self.num_bins < 1:
+            raise ValueError(f"num_bins must be an integer >= 1, got {self.num_bins!r}")
+        check_bound(self.bound)
+        if self.backend not in ("jaxhep", "distrax"):
+            raise ValueError(f"backend must be 'jaxhep' or 'distrax', got {self.backend!r}")
 
     @property
     def num_params(self) -> int:
@@ -80,8 +95,7 @@ def make_transformer(kind: str, num_bins: int = 10, bound: float = 3.0):
     if kind == "affine":
         return AffineTransformer()
     if kind == "spline":
-        if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        check_bound(bound)
         return SplineTransformer(num_bins=num_bins, bound=float(bound))
     raise ValueError(f"unknown transformer {kind!r}; expected 'affine' or 'spline'")
 
@@ -94,4 +108,4 @@ def zero_init(linear: eqx.nn.Linear) -> eqx.nn.Linear:
                         jax.device_put(np.zeros(linear.bias.shape, linear.bias.dtype))))
 
 
-__all__ = ["AffineTransformer", "SplineTransformer", "make_transformer", "zero_init"]
+__all__ = ["AffineTransformer", "SplineTransformer", "check_bound", "make_transformer", "zero_init"]
