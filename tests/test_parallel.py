@@ -114,7 +114,7 @@ def test_bad_devices_raise_clear_errors():
     from jaxhep.sbi import NPE
     for three in (3, np.int64(3)):  # a numpy count too, as `check_devices` accepts one
         with pytest.raises(ValueError, match="batch_size=200 must be a multiple of devices=3"):
-            NPE(devices=three)
+            NPE(batch_size=200, devices=three)
     with pytest.raises(ValueError, match="devices must be"):
         NPE(devices="everything")
 
