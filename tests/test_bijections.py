@@ -119,10 +119,10 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="low < high"):
         BoxToReal(jnp.array([1.0]), jnp.array([0.0]))
     # Spline settings are checked where the spline is made, not at its first call.
-    for bound in (0.0, -3.0, True, "3"):
-        with pytest.raises(ValueError, match="bound must be a positive number"):
+    for bound in (0.0, -3.0, float("inf"), float("nan"), True, "3"):
+        with pytest.raises(ValueError, match="bound must be a positive finite number"):
             SplineTransformer(bound=bound)
-        with pytest.raises(ValueError, match="bound must be a positive number"):
+        with pytest.raises(ValueError, match="bound must be a positive finite number"):
             Coupling(3, [True, False, False], transformer="spline", bound=bound, key=jax.random.key(0))
     for bins in (0, 2.5):
         with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):

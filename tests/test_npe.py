@@ -107,8 +107,8 @@ def test_input_errors_and_untouched_inputs():
         NPE(density_estimator="realnvp")
     with pytest.raises(ValueError, match="unknown activation 'swishy'"):
         NPE(activation="swishy")
-    for bound in (0.0, -3.0, "3", True):
-        with pytest.raises(ValueError, match="tail_bound must be a positive number"):
+    for bound in (0.0, -3.0, float("inf"), "3", True):
+        with pytest.raises(ValueError, match="tail_bound must be a positive finite number"):
             NPE(tail_bound=bound)
     with pytest.raises(ValueError, match="same number of rows"):
         NPE(**SMALL).fit(jax.random.key(0), theta, x[:-1], prior=prior)

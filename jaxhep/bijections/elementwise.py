@@ -6,6 +6,7 @@ parameter array of shape (n, num_params) from a network and maps n scalars.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import distrax
@@ -42,9 +43,9 @@ class AffineTransformer(eqx.Module):
 
 
 def check_bound(bound, name: str = "bound") -> None:
-    """A spline's interval half-width must be a positive real number (not a bool)."""
-    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0:
-        raise ValueError(f"{name} must be a positive number, got {bound!r}")
+    """A spline's interval half-width must be a positive, finite real number (not a bool)."""
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {bound!r}")
 
 
 class SplineTransformer(eqx.Module):
