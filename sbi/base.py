@@ -41,6 +41,15 @@ class Posterior(AbstractConditionalDensity):
         self.estimator, self.history, self.method = estimator, history, method
         self.theta_dim, self.x_dim = estimator.theta_dim, estimator.x_dim
 
+    # The public methods go through the estimator's own entry points: their compiled programs
+    # depend on the estimator's structure only, not on this fit's history (its epoch count and
+    # seconds are static), so every posterior of equal settings and shapes shares them.
+    def log_prob(self, theta, x):
+        return self.estimator.log_prob(theta, x)
+
+    def sample(self, key, x, sample_shape=()):
+        return self.estimator.sample(key, x, sample_shape)
+
     def _log_prob(self, theta, x):
         return self.estimator._log_prob(theta, x)
 
