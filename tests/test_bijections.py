@@ -124,8 +124,8 @@ def test_bad_arguments_raise():
             SplineTransformer(bound=bound)
         with pytest.raises(ValueError, match="bound must be a positive finite number"):
             Coupling(3, [True, False, False], transformer="spline", bound=bound, key=jax.random.key(0))
-    for bins in (0, 2.5):
-        with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+    for bins in (0, 2.5, True):
+        with pytest.raises(ValueError, match="num_bins must be a positive integer"):
             SplineTransformer(num_bins=bins)
     with pytest.raises(ValueError, match="backend"):
         SplineTransformer(backend="torch")

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhep.bijections.rqs import rqs_forward, rqs_inverse
+from jaxhep.training.fit import check_positive_int
 
 
 class AffineTransformer(eqx.Module):
@@ -62,8 +63,7 @@ class SplineTransformer(eqx.Module):
     backend: str = eqx.field(static=True, default="jaxhep")
 
     def __check_init__(self):
-        if isinstance(self.num_bins, bool) or not isinstance(self.num_bins, numbers.Integral) or self.num_bins < 1:
-            raise ValueError(f"num_bins must be an integer >= 1, got {self.num_bins!r}")
+        check_positive_int("num_bins", self.num_bins)
         check_bound(self.bound)
         if self.backend not in ("jaxhep", "distrax"):
             raise ValueError(f"backend must be 'jaxhep' or 'distrax', got {self.backend!r}")

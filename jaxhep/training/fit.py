@@ -85,9 +85,9 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
 
 def check_positive_int(name: str, value: Any, *, numpy_ints: bool = True) -> None:
     """Raise ValueError unless `value` is an integer >= 1 (a Python int, or also a numpy integer
-    when `numpy_ints`)."""
+    when `numpy_ints`; never a bool)."""
     types = (int, np.integer) if numpy_ints else int
-    if not isinstance(value, types) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, types) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
