@@ -6,10 +6,10 @@ import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
 from jaxhep.bijections.elementwise import check_bound
+from jaxhep.checks import check_positive_int
 from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, maf, nsf
 from jaxhep.nn import get_activation
 from jaxhep.sbi.base import AbstractPosteriorEstimator
-from jaxhep.training import check_positive_int
 
 DENSITY_ESTIMATORS = ("nsf", "nsf_autoregressive", "maf", "mdn")
 

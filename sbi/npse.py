@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.densities import (SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
                               check_last_dim, check_network)
 from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior
-from jaxhep.training import check_positive_int
 
 
 def _check_common(est) -> None:
@@ -147,8 +147,7 @@ def sample_iid(key: PRNGKeyArray, posterior: Posterior, x_obs: Float[Array, "m c
     if x_obs.ndim != 2:
         raise ValueError(f"x_obs must have shape (num_observations, {est.x_dim}), got {tuple(x_obs.shape)}")
     x_obs = check_finite(x_obs, "x_obs")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    check_positive_int("num_samples", num_samples, numpy_ints=False)
     return _sample_iid(key, est, x_obs, num_samples, num_cov_samples)
 
 

@@ -8,6 +8,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from jaxhep.checks import check_positive_int
+
 
 class AbstractBijection(eqx.Module):
     """An invertible map y = f(x; condition) on vectors of size `dim`.
@@ -48,7 +50,6 @@ class AbstractBijection(eqx.Module):
 
 
 def _check_dims(dim: int, cond_dim: int) -> None:
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_positive_int("dim", dim, numpy_ints=False)
     if not isinstance(cond_dim, int) or cond_dim < 0:
         raise ValueError(f"cond_dim must be a non-negative integer, got {cond_dim!r}")

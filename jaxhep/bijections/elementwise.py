@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhep.bijections.rqs import rqs_forward, rqs_inverse
-from jaxhep.training.fit import check_positive_int
+from jaxhep.checks import check_positive_int
 
 
 class AffineTransformer(eqx.Module):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.densities.ode import AbstractODEDensity, time_conditioned_network
 
 
@@ -55,8 +56,7 @@ class FlowMatching(AbstractODEDensity):
                  rtol: float = 1e-3, atol: float = 1e-4, max_steps: int = 4096, net: eqx.Module | None = None,
                  key: PRNGKeyArray):
         for name, value in (("theta_dim", theta_dim), ("x_dim", x_dim), ("max_steps", max_steps)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value, numpy_ints=False)
         if not 0 <= sigma_min < 1:
             raise ValueError(f"sigma_min must lie in [0, 1), got {sigma_min}")
         if not time_power > -1:

@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.bijections import (AbstractBijection, Chain, Coupling, LULinear, MaskedAutoregressive, Permutation,
                                Stacked, alternating_mask)
+from jaxhep.checks import check_positive_int
 from jaxhep.densities.base import AbstractConditionalDensity
 from jaxhep.nn.init import numpy_rng
 
@@ -134,6 +135,5 @@ def _stack(layers, per_block: int) -> Stacked:
 
 
 def _check_flow_args(theta_dim, x_dim, num_transforms):
-    for name, value, least in (("theta_dim", theta_dim, 1), ("x_dim", x_dim, 1), ("num_transforms", num_transforms, 1)):
-        if not isinstance(value, (int, np.integer)) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    for name, value in (("theta_dim", theta_dim), ("x_dim", x_dim), ("num_transforms", num_transforms)):
+        check_positive_int(name, value)

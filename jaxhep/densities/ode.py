@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.densities.base import AbstractConditionalDensity, check_last_dim
 from jaxhep.nn import MLP, ResidualMLP
 
@@ -226,8 +227,7 @@ class AbstractODEDensity(AbstractConditionalDensity):
         Raises:
             ValueError: for mismatched trailing dimensions or num_probes < 1.
         """
-        if not isinstance(num_probes, int) or num_probes < 1:
-            raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
+        check_positive_int("num_probes", num_probes, numpy_ints=False)
         theta = check_last_dim(theta, self.theta_dim, "theta")
         x = check_last_dim(x, self.x_dim, "x")
         batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])

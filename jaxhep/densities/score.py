@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import lineax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.densities.ode import AbstractODEDensity, _solve, time_conditioned_network
 
 SDES = ("ve", "vp")
@@ -84,8 +85,7 @@ class ScoreDiffusion(AbstractODEDensity):
         if sde not in SDES:
             raise ValueError(f"unknown sde {sde!r}; expected one of {SDES}")
         for name, value in (("theta_dim", theta_dim), ("x_dim", x_dim), ("max_steps", max_steps)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value, numpy_ints=False)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         if not 0 < beta_min < beta_max:

@@ -31,6 +31,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
+
 __all__ = ["c2st", "c2st_scores"]
 
 
@@ -246,8 +248,7 @@ def c2st_scores(
     X, Y = _check_samples(X, Y)
     for name, value in (("n_folds", n_folds), ("hidden_factor", hidden_factor), ("batch_size", batch_size),
                         ("max_iter", max_iter), ("n_iter_no_change", n_iter_no_change)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value)
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
     if min(len(X), len(Y)) < n_folds:

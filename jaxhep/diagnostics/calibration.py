@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
+
 __all__ = ["expected_coverage", "sbc_ranks", "sbc_uniformity", "tarp"]
 
 
@@ -61,10 +63,8 @@ def _check_pairs(posterior, theta, x, num_posterior_samples: int, batch_size: in
         bad = ~np.isfinite(np.asarray(a))
         if bad.any():
             raise ValueError(f"{name} must be finite, but {int(bad.sum())} of its {bad.size} entries are NaN or inf")
-    if not isinstance(num_posterior_samples, (int, np.integer)) or num_posterior_samples < 1:
-        raise ValueError(f"num_posterior_samples must be a positive integer, got {num_posterior_samples!r}")
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_positive_int("num_posterior_samples", num_posterior_samples)
+    check_positive_int("batch_size", batch_size, none_ok=True)
     return theta, x
 
 
@@ -217,8 +217,7 @@ def sbc_uniformity(
         ranks = ranks[:, None]
     if ranks.ndim != 2 or ranks.shape[0] == 0:
         raise ValueError(f"ranks must have shape (n, d) with n >= 1, got {ranks.shape}")
-    if not isinstance(num_posterior_samples, (int, np.integer)) or num_posterior_samples < 1:
-        raise ValueError(f"num_posterior_samples must be a positive integer, got {num_posterior_samples!r}")
+    check_positive_int("num_posterior_samples", num_posterior_samples)
     L = int(num_posterior_samples)
     if not np.issubdtype(ranks.dtype, np.integer):
         if not np.all(np.isfinite(ranks)) or not np.all(ranks == np.round(ranks)):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.nn.init import numpy_rng
 from jaxhep.nn.mlp import MLP
 
@@ -63,8 +64,7 @@ class PermutationInvariant(eqx.Module):
                  activation: str | Callable = "silu", standardize: bool = False, eps: float = 1e-8, *,
                  key: PRNGKeyArray):
         for name, value in (("num_items", num_items), ("item_size", item_size), ("out_size", out_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value, numpy_ints=False)
         if not isinstance(standardize, bool):
             raise TypeError(f"standardize must be True or False, got {standardize!r}")
         if not eps > 0:

@@ -13,6 +13,8 @@ import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
+
 # Observation i (1-based) of every task is drawn with key `jax.random.key(_OBSERVATION_SEED + i)`.
 # sbibm ships its observations as files made with PyTorch's RNG, which we cannot reproduce;
 # our observations are therefore fresh draws from the same prior and simulator.
@@ -59,8 +61,7 @@ def check_num(n, name: str) -> int:
     Raises:
         ValueError: when it is not.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    check_positive_int(name, n)
     return int(n)
 
 

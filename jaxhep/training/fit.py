@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from jaxhep.checks import check_positive_int
 from jaxhep.nn.init import numpy_rng, split_on_host
 from jaxhep.training.parallel import DATA_AXIS, data_mesh
 
@@ -81,14 +82,6 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
             raise ValueError(f"all {n} {what} contain NaN or inf; nothing is left to train on")
         data = jax.tree_util.tree_map(lambda a: np.asarray(a)[ok], data)
     return data, dropped
-
-
-def check_positive_int(name: str, value: Any, *, numpy_ints: bool = True) -> None:
-    """Raise ValueError unless `value` is an integer >= 1 (a Python int, or also a numpy integer
-    when `numpy_ints`; never a bool)."""
-    types = (int, np.integer) if numpy_ints else int
-    if isinstance(value, bool) or not isinstance(value, types) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_ema_decay(ema_decay: float | None) -> None:

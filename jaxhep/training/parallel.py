@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxhep.checks import check_positive_int
+
 # Name of the mesh axis that data-parallel training splits each minibatch over.
 DATA_AXIS = "data"
 
@@ -92,8 +94,7 @@ def use_cpu_cores(n: int | None = None) -> int:
         RuntimeError: when JAX has already run a computation in this process.
     """
     n = usable_cores() if n is None else n
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_positive_int("n", n)
     try:
         jax.config.update("jax_num_cpu_devices", int(n))
     except RuntimeError as err:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.theory.pinn.domain import Box
 from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
 from jaxhep.theory.pinn.problem import Dirichlet, PDEProblem, PINNModel
@@ -90,8 +91,7 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
     td = box.time_dim
     if td is None:
         raise ValueError("time marching needs a time coordinate; the problem's domain has time_dim=None")
-    if not isinstance(windows, int) or windows < 1:
-        raise ValueError(f"windows must be a positive integer, got {windows!r}")
+    check_positive_int("windows", windows, numpy_ints=False)
     if problem.unknown:
         raise ValueError("time marching solves forward problems; this one has unknown coefficients "
                          f"{sorted(problem.unknown)}")

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.nn import get_activation
 
 
@@ -101,8 +102,7 @@ class PINNNet(eqx.Module):
             raise ValueError(f"arch must be 'mlp' or 'modified', got {arch!r}")
         for name, value in (("in_size", in_size), ("out_size", out_size), ("width", width), ("depth", depth),
                             ("harmonics", harmonics), ("fourier_features", fourier_features)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value, numpy_ints=False)
         lower = tuple(float(v) for v in (lower if lower is not None else [-1.0] * in_size))
         upper = tuple(float(v) for v in (upper if upper is not None else [1.0] * in_size))
         if len(lower) != in_size or len(upper) != in_size:

@@ -1,0 +1,29 @@
+"""Argument checks shared across jaxhep, so that every entry point refuses bad input with the
+same message. Only numpy is needed here, so any module may import it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def check_positive_int(name: str, value: Any, *, numpy_ints: bool = True, none_ok: bool = False) -> None:
+    """Raise ValueError unless `value` is an integer >= 1.
+
+    Arguments:
+        name: the argument's name, for the message.
+        value: what the caller passed.
+        numpy_ints: accept numpy integers as well as Python ints (set False where the value
+            becomes a static field or shape that should stay a plain int).
+        none_ok: accept None too (for optional sizes).
+
+    Bools are refused although they are ints in Python: `True` passed as 1 is almost always a
+    mistake.
+    """
+    if none_ok and value is None:
+        return
+    types = (int, np.integer) if numpy_ints else int
+    if isinstance(value, bool) or not isinstance(value, types) or value < 1:
+        expected = "a positive integer or None" if none_ok else "a positive integer"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
