@@ -61,6 +61,38 @@ def test_posterior_is_a_pytree_that_jits_and_vmaps(gaussian_posterior):
     assert lp.shape == (300,) and bool(jnp.all(jnp.isfinite(lp)))
 
 
+def test_a_new_fit_reuses_compiled_log_prob_and_sample():
+    # Two fits of equal settings differ only in their weights and training history; the second
+    # posterior's log_prob and sample must run the programs compiled for the first.
+    compiles = []
+
+    def listener(name, secs, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(secs)
+
+    theta, x = _conjugate_data(600)
+    prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
+    settings = dict(num_transforms=2, hidden_features=16, batch_size=100, progress=False)
+    first = NPE(**settings, max_epochs=2).fit(jax.random.key(1), theta, x, prior=prior)
+    second = NPE(**settings, max_epochs=3).fit(jax.random.key(2), theta, x, prior=prior)
+    assert (first.history.epochs, second.history.epochs) == (2, 3)
+    x_obs = jnp.array([[0.5, -1.0]])
+    first.log_prob(theta[:5], x[:5]).block_until_ready()
+    first.sample(jax.random.key(3), x_obs, (7,)).block_until_ready()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        lp = second.log_prob(theta[:5], x[:5])
+        draws = second.sample(jax.random.key(3), x_obs, (7,))
+        assert compiles == []
+        assert not np.allclose(lp, first.log_prob(theta[:5], x[:5]))  # other weights, same program
+        # The listener does see compilations: a new batch shape needs its own program.
+        second.log_prob(theta[:6], x[:6]).block_until_ready()
+        assert len(compiles) >= 1
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert draws.shape == (7, 1, 2)
+
+
 def test_bounded_prior_keeps_all_mass_inside_the_support():
     """A posterior piled against a prior bound (sbi's leakage case) never leaves the box."""
     low, high = jnp.array([0.0, -1.0]), jnp.array([1.0, 1.0])
