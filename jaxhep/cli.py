@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import jaxhep.sbi as sbi_pkg
     from jaxhep import simulators
     from jaxhep.diagnostics import c2st
+    from jaxhep.io import save
     from jaxhep.plotting import corner, loss_curves
 
     if args.simulations < 10:
@@ -175,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
            labels=labels, truth=np.asarray(theta_true), path=corner_path)
     loss_path = os.path.join(args.out, f"{task.name}_{args.method}_loss.png")
     loss_curves(posterior.history, path=loss_path)
+    posterior_path = os.path.join(args.out, f"{task.name}_{args.method}_posterior.jaxhep")
+    save(posterior_path, posterior, overwrite=True)
     summary = {
         "task": task.name, "method": args.method, "embedding": args.embedding, "simulations": args.simulations,
         "observation": args.observation, "seed": args.seed, "num_samples": args.num_samples,
@@ -185,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         "posterior_mean": np.asarray(samples).mean(0).tolist(),
         "reference_mean": np.asarray(reference).mean(0).tolist(),
         "theta_true": np.asarray(theta_true).tolist(),
-        "files": {"corner": corner_path, "loss": loss_path},
+        "files": {"corner": corner_path, "loss": loss_path, "posterior": posterior_path},
         "compilation_cache": os.path.abspath(args.compilation_cache) if args.compilation_cache else None,
         "versions": {"jaxhep": jaxhep.__version__, "jax": jax.__version__, "python": platform.python_version()},
         "device": str(jax.devices()[0]),

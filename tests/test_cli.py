@@ -25,6 +25,15 @@ def test_run_writes_plots_and_a_consistent_summary(tmp_path):
     # only partly; 0.5 is perfect and 1.0 total failure.
     assert 0.45 <= summary["c2st"] < 0.8
     assert np.isfinite(summary["final_val_loss"]) and 1 <= summary["epochs"] <= 80
+    # The saved posterior is the one that drew the samples: the same key gives the same mean.
+    from jaxhep import simulators
+    from jaxhep.io import load
+
+    posterior = load(summary["files"]["posterior"])
+    assert posterior.history.epochs == summary["epochs"]
+    k_sample = jax.random.split(jax.random.key(2), 5)[2]
+    samples = posterior.sample(k_sample, simulators.get_task("two_moons").get_observation(1)[1], (1000,))
+    np.testing.assert_allclose(np.asarray(samples).mean(0), summary["posterior_mean"], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_arguments_give_an_error_code(capsys):
