@@ -50,6 +50,11 @@ class Posterior(AbstractConditionalDensity):
     def sample(self, key, x, sample_shape=()):
         return self.estimator.sample(key, x, sample_shape)
 
+    def map(self, key, x, **settings):
+        return self.estimator.map(key, x, **settings)
+
+    map.__doc__ = AbstractConditionalDensity.map.__doc__
+
     def _log_prob(self, theta, x):
         return self.estimator._log_prob(theta, x)
 

@@ -48,6 +48,33 @@ def test_npe_matches_conjugate_gaussian_posterior(gaussian_posterior):
     assert float(jnp.abs(jnp.mean(diff))) < 0.1  # the KL-like gap, small when the fit is good
 
 
+def test_map_finds_the_mode_of_the_learned_and_of_the_true_posterior(gaussian_posterior):
+    x_obs = jnp.array([[0.5, -1.0], [1.5, 0.3], [-0.8, -0.2]])
+    best = gaussian_posterior.map(jax.random.key(2), x_obs)
+    assert best.shape == (3, 2)
+    # The true posterior's mode is its mean, 0.8 x; the flow's error sets the tolerance (as above).
+    np.testing.assert_allclose(np.asarray(best), 0.8 * np.asarray(x_obs), atol=0.08)
+    # Against a brute-force search of the learned density on a grid of spacing 0.002 around it.
+    for b, xo in zip(np.asarray(best), x_obs):
+        axes = [np.linspace(c - 0.3, c + 0.3, 301) for c in b]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+        lp = np.asarray(gaussian_posterior.log_prob(grid, xo))
+        assert float(gaussian_posterior.log_prob(b, xo)) >= lp.max() - 1e-5
+        np.testing.assert_allclose(b, grid[lp.argmax()], atol=0.01)
+    # Bad settings are refused (a single observation is tested with the bounded prior below).
+    with pytest.raises(ValueError, match="num_to_optimize .* cannot exceed num_init"):
+        gaussian_posterior.map(jax.random.key(3), x_obs, num_init=10, num_to_optimize=20)
+    for bad in (0.0, -1.0, float("nan"), True, "0.01"):
+        with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
+            gaussian_posterior.map(jax.random.key(3), x_obs, learning_rate=bad)
+    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+        gaussian_posterior.map(jax.random.key(3), x_obs, num_steps=0)
+    with pytest.raises(ValueError, match="x must be finite"):
+        gaussian_posterior.map(jax.random.key(3), x_obs.at[1, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\)"):
+        gaussian_posterior.map(jax.random.key(3), jnp.ones(3))
+
+
 def test_posterior_is_a_pytree_that_jits_and_vmaps(gaussian_posterior):
     assert isinstance(gaussian_posterior, Posterior)
     assert gaussian_posterior.history.epochs >= 1
@@ -105,6 +132,11 @@ def test_bounded_prior_keeps_all_mass_inside_the_support():
     assert bool(jnp.all((s >= low) & (s <= high)))
     assert float(s[:, 0].mean()) > 0.6 and float(s[:, 1].mean()) < -0.4  # mass piles up at the corner
     assert float(post.log_prob(jnp.array([1.5, 0.0]), x_obs)) == -np.inf
+    # MAP: inside the box, near the corner where the mass piles up, and higher than any draw.
+    best = post.map(jax.random.key(9), x_obs)
+    assert best.shape == (2,)
+    assert bool(jnp.all((best >= low) & (best <= high))) and float(best[0]) > 0.9 and float(best[1]) < -0.9
+    assert float(post.log_prob(best, x_obs)) >= float(post.log_prob(s, x_obs).max())
 
 
 @pytest.mark.parametrize("estimator", ["maf", "mdn", "nsf_autoregressive"])

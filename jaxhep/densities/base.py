@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import abc
+import functools
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.nn.init import is_concrete
 
 
@@ -127,6 +130,46 @@ class AbstractConditionalDensity(eqx.Module):
             raise ValueError(f"sample_shape must hold non-negative sizes, got {sample_shape}")
         return _sample_entry(self, key, x, sample_shape)
 
+    def map(self, key: PRNGKeyArray, x: Float[Array, "*b c"], *, num_init: int = 1000, num_to_optimize: int = 100,
+            num_steps: int = 500, learning_rate: float = 0.01) -> Float[Array, "*b d"]:
+        """The maximum a posteriori estimate: the theta of highest log-density given x.
+
+        Draws `num_init` samples, keeps the `num_to_optimize` of highest log-density, climbs
+        the log-density from each with `num_steps` Adam steps, and returns the best point any
+        of them reached (as sbi's `posterior.map()` does). The climb runs in coordinates
+        scaled by the spread of the initial draws, so `learning_rate` is in units of the
+        posterior's width and needs no tuning per problem. A step that leaves the density's
+        support (log-density -inf, e.g. outside a bounded prior) goes back to that candidate's
+        best point. One jit-compiled program; for several observations the searches run side
+        by side. For NPSE/FMPE posteriors each step differentiates an ODE solve, which costs
+        far more than for a flow.
+
+        Arguments:
+            key: PRNG key.
+            x: conditioning data, shape (x_dim,) or (..., x_dim) for several observations.
+            num_init: initial draws.
+            num_to_optimize: how many of the best draws are climbed from (at most num_init).
+            num_steps: Adam steps per candidate.
+            learning_rate: Adam's step size, in units of the draws' standard deviation.
+
+        Returns:
+            The estimate, shape x.shape[:-1] + (theta_dim,).
+
+        Raises:
+            ValueError: for a wrong trailing dimension, non-finite x or bad settings.
+        """
+        x = check_last_dim(x, self.x_dim, "x")
+        x = check_finite(x, "x")
+        for name, value in (("num_init", num_init), ("num_to_optimize", num_to_optimize), ("num_steps", num_steps)):
+            check_positive_int(name, value)
+        if num_to_optimize > num_init:
+            raise ValueError(f"num_to_optimize ({num_to_optimize}) cannot exceed num_init ({num_init})")
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating, np.integer)) \
+                or not 0 < learning_rate < np.inf:
+            raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+        return _map_entry(self, key, x, int(num_init), int(num_to_optimize), int(num_steps),
+                          jnp.asarray(learning_rate, jnp.float32))
+
 
 # The public methods are the jit entry points (building blocks stay un-jitted): calls from
 # Python compile once per model structure and shape; inside a user's jit or vmap they inline.
@@ -147,3 +190,51 @@ def _sample_entry(model: AbstractConditionalDensity, key, x, sample_shape: tuple
     draws = jax.vmap(model._sample_n, in_axes=(0, 0, None))(keys, flat, n)  # (B, n, d)
     draws = jnp.swapaxes(draws, 0, 1)
     return draws.reshape(sample_shape + batch + (model.theta_dim,))
+
+
+@eqx.filter_jit
+def _map_entry(model: AbstractConditionalDensity, key, x, num_init: int, num_to_optimize: int, num_steps: int,
+               learning_rate):
+    batch = x.shape[:-1]
+    flat = x.reshape(-1, model.x_dim)
+    keys = jax.random.split(key, flat.shape[0])
+    search = functools.partial(_map_one, model, num_init=num_init, num_to_optimize=num_to_optimize,
+                               num_steps=num_steps, learning_rate=learning_rate)
+    return jax.vmap(search)(keys, flat).reshape(batch + (model.theta_dim,))
+
+
+def _map_one(model, key, x, *, num_init, num_to_optimize, num_steps, learning_rate):
+    """MAP search for one x (see `AbstractConditionalDensity.map`)."""
+    draws = model._sample_n(key, x, num_init)
+    log_p = jax.vmap(model._log_prob, in_axes=(0, None))(draws, x)
+    loc = jnp.mean(draws, axis=0)
+    scale = jnp.std(draws, axis=0)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    best_lp, idx = jax.lax.top_k(log_p, num_to_optimize)
+    best_v = (draws[idx] - loc) / scale  # candidates in scaled coordinates
+
+    def value(v):
+        return model._log_prob(loc + scale * v, x)
+
+    value_and_grad = jax.vmap(jax.value_and_grad(value))
+    optimizer = optax.adam(learning_rate)
+
+    def step(carry, _):
+        v, best_v, best_lp, state = carry
+        lp, grad = value_and_grad(v)
+        better = lp > best_lp
+        best_v = jnp.where(better[:, None], v, best_v)
+        best_lp = jnp.where(better, lp, best_lp)
+        # Outside the support (or at a NaN): back to the candidate's best point, no gradient.
+        bad = ~jnp.isfinite(lp)[:, None] | ~jnp.isfinite(grad)
+        v = jnp.where(bad, best_v, v)
+        updates, state = optimizer.update(-jnp.where(bad, 0.0, grad), state, v)
+        return (v + updates, best_v, best_lp, state), None
+
+    carry = (best_v, best_v, best_lp, optimizer.init(best_v))
+    (v, best_v, best_lp, _), _ = jax.lax.scan(step, carry, None, length=num_steps)
+    lp = jax.vmap(value)(v)
+    better = lp > best_lp
+    best_v = jnp.where(better[:, None], v, best_v)
+    best_lp = jnp.where(better, lp, best_lp)
+    return loc + scale * best_v[jnp.argmax(best_lp)]
