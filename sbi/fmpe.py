@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
@@ -37,7 +39,9 @@ class FMPE(AbstractPosteriorEstimator):
         hidden_features, num_layers: width and depth of the velocity network (hidden layers of
             the MLP, residual blocks of the resnet).
         network: "mlp" or "resnet" (residual blocks, each conditioned on x and t; see
-            `jaxhep.densities.TimeConditionedResNet`).
+            `jaxhep.densities.TimeConditionedResNet`), or a callable (key, theta_dim, x_dim) ->
+            module f(theta, x, t) -> vector of theta_dim (e.g. a Flax network through
+            `jaxhep.nn.from_flax`); the network works in the standardised space.
         num_frequencies: frequencies of the sinusoidal time embedding.
         sigma_min: end width of the probability paths.
         time_power: training-time density proportional to t^time_power (0: uniform).
@@ -54,7 +58,7 @@ class FMPE(AbstractPosteriorEstimator):
 
     hidden_features: int = 128
     num_layers: int = 3
-    network: str = "mlp"
+    network: str | Callable = "mlp"
     num_frequencies: int = 8
     sigma_min: float = 1e-3
     time_power: float = 2.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -47,7 +49,9 @@ class NPSE(AbstractPosteriorEstimator):
         hidden_features, num_layers: width and depth of the noise-prediction network (hidden
             layers of the MLP, residual blocks of the resnet).
         network: "mlp" or "resnet" (residual blocks, each conditioned on x and t; see
-            `jaxhep.densities.TimeConditionedResNet`).
+            `jaxhep.densities.TimeConditionedResNet`), or a callable (key, theta_dim, x_dim) ->
+            module f(theta, x, t) -> vector of theta_dim (e.g. a Flax network through
+            `jaxhep.nn.from_flax`); the network works in the standardised space.
         num_frequencies: frequencies of the sinusoidal time embedding.
         sigma_min, sigma_max: VE noise range; beta_min, beta_max: VP schedule.
         rtol, atol: ODE solver tolerances for sampling and log_prob.
@@ -64,7 +68,7 @@ class NPSE(AbstractPosteriorEstimator):
     sde: str = "ve"
     hidden_features: int = 128
     num_layers: int = 3
-    network: str = "mlp"
+    network: str | Callable = "mlp"
     num_frequencies: int = 8
     sigma_min: float = 1e-3
     sigma_max: float = 10.0

@@ -105,20 +105,39 @@ NETWORKS = {"mlp": TimeConditionedMLP, "resnet": TimeConditionedResNet}
 """The networks an ODE density can be built with, by name."""
 
 
-def check_network(network: str) -> None:
-    """Raise ValueError unless `network` names one of `NETWORKS`."""
+def check_network(network) -> None:
+    """Raise ValueError unless `network` names one of `NETWORKS` or is a callable that builds one."""
+    if callable(network):
+        return
     if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}; expected one of {sorted(NETWORKS)}")
+        raise ValueError(f"unknown network {network!r}; expected one of {sorted(NETWORKS)} or a callable "
+                         "(key, theta_dim, x_dim) -> module f(theta, x, t)")
 
 
-def time_conditioned_network(network: str, theta_dim: int, x_dim: int, width: int, depth: int,
+def time_conditioned_network(network, theta_dim: int, x_dim: int, width: int, depth: int,
                              num_frequencies: int, activation: str, *, key: PRNGKeyArray) -> eqx.Module:
-    """Build the named network (theta, x, t) -> R^theta_dim (see `NETWORKS`).
+    """Build a network (theta, x, t) -> R^theta_dim: the one `network` names (see `NETWORKS`), or
+    `network(key, theta_dim, x_dim)` when it is a callable (the width, depth, frequencies and
+    activation are then the callable's business).
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name, or a built network that does not map (theta, x, t) of
+            shapes (theta_dim,), (x_dim,), () to a vector of size theta_dim.
     """
     check_network(network)
+    if callable(network):
+        net = network(key, theta_dim, x_dim)
+        args = (jax.ShapeDtypeStruct((theta_dim,), jnp.float32), jax.ShapeDtypeStruct((x_dim,), jnp.float32),
+                jax.ShapeDtypeStruct((), jnp.float32))
+        try:
+            out = eqx.filter_eval_shape(net, *args)
+        except Exception as err:  # the user's network: say what it was given
+            raise ValueError(f"the network built by {network!r} failed on (theta, x, t) of shapes ({theta_dim},), "
+                             f"({x_dim},), (): {err}") from err
+        if getattr(out, "shape", None) != (theta_dim,):
+            raise ValueError(f"the network built by {network!r} must map (theta, x, t) to a vector of shape "
+                             f"({theta_dim},), got {getattr(out, 'shape', type(out).__name__)}")
+        return net
     return NETWORKS[network](theta_dim, x_dim, width, depth, num_frequencies, activation, key=key)
 
 
