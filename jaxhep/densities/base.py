@@ -219,22 +219,21 @@ def _map_one(model, key, x, *, num_init, num_to_optimize, num_steps, learning_ra
     value_and_grad = jax.vmap(jax.value_and_grad(value))
     optimizer = optax.adam(learning_rate)
 
+    def keep_better(v, lp, best_v, best_lp):
+        better = lp > best_lp  # False for NaN and -inf
+        return jnp.where(better[:, None], v, best_v), jnp.where(better, lp, best_lp)
+
     def step(carry, _):
         v, best_v, best_lp, state = carry
         lp, grad = value_and_grad(v)
-        better = lp > best_lp
-        best_v = jnp.where(better[:, None], v, best_v)
-        best_lp = jnp.where(better, lp, best_lp)
+        best_v, best_lp = keep_better(v, lp, best_v, best_lp)
         # Outside the support (or at a NaN): back to the candidate's best point, no gradient.
-        bad = ~jnp.isfinite(lp)[:, None] | ~jnp.isfinite(grad)
+        bad = (~jnp.isfinite(lp) | ~jnp.all(jnp.isfinite(grad), axis=-1))[:, None]
         v = jnp.where(bad, best_v, v)
         updates, state = optimizer.update(-jnp.where(bad, 0.0, grad), state, v)
         return (v + updates, best_v, best_lp, state), None
 
     carry = (best_v, best_v, best_lp, optimizer.init(best_v))
     (v, best_v, best_lp, _), _ = jax.lax.scan(step, carry, None, length=num_steps)
-    lp = jax.vmap(value)(v)
-    better = lp > best_lp
-    best_v = jnp.where(better[:, None], v, best_v)
-    best_lp = jnp.where(better, lp, best_lp)
+    best_v, best_lp = keep_better(v, jax.vmap(value)(v), best_v, best_lp)
     return loc + scale * best_v[jnp.argmax(best_lp)]
