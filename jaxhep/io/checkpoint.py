@@ -161,7 +161,9 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
             Without it, the saved skeleton is unpickled: load only files you trust.
 
     Returns:
-        The object, with jax arrays on the default device.
+        The object, with jax arrays on the default device. As everywhere in JAX, float64
+        arrays (a PINN solved in double precision) come back as float32 unless
+        `jax_enable_x64` is on; numpy arrays keep their dtype.
 
     Raises:
         FileNotFoundError: when `path` does not exist.
