@@ -3,6 +3,8 @@ same message. Only numpy is needed here, so any module may import it."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -27,3 +29,10 @@ def check_positive_int(name: str, value: Any, *, numpy_ints: bool = True, none_o
     if isinstance(value, bool) or not isinstance(value, types) or value < 1:
         expected = "a positive integer or None" if none_ok else "a positive integer"
         raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_positive_finite(name: str, value: Any) -> None:
+    """Raise ValueError unless `value` is a real number in (0, inf): a Python or numpy int or
+    float, never a bool, NaN or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.bijections.elementwise import check_bound
-from jaxhep.checks import check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int
 from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, maf, nsf
 from jaxhep.nn import get_activation
 from jaxhep.sbi.base import AbstractPosteriorEstimator
@@ -114,7 +113,7 @@ class NPE(AbstractPosteriorEstimator):
                              f"{DENSITY_ESTIMATORS}")
         for name in ("num_transforms", "hidden_features", "num_bins", "num_components"):
             check_positive_int(name, getattr(self, name), numpy_ints=False)
-        check_bound(self.tail_bound, "tail_bound")
+        check_positive_finite("tail_bound", self.tail_bound)
         get_activation(self.activation)  # an unknown name fails here, with the names it knows
 
     @property

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhep.checks import check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int
 
 
 def test_check_positive_int_accepts_and_refuses():
@@ -19,6 +19,14 @@ def test_check_positive_int_accepts_and_refuses():
         check_positive_int("n", np.int64(3), numpy_ints=False)
     with pytest.raises(ValueError, match="batch_size must be a positive integer or None, got 0"):
         check_positive_int("batch_size", 0, none_ok=True)
+
+
+def test_check_positive_finite_accepts_and_refuses():
+    for ok in (1, 0.5, 3.0, np.float32(2), np.int64(3)):
+        check_positive_finite("bound", ok)
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "3", None):
+        with pytest.raises(ValueError, match=r"^bound must be a positive finite number, got "):
+            check_positive_finite("bound", bad)
 
 
 class _AnyPosterior:

@@ -6,8 +6,6 @@ parameter array of shape (n, num_params) from a network and maps n scalars.
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import distrax
 import equinox as eqx
@@ -16,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhep.bijections.rqs import rqs_forward, rqs_inverse
-from jaxhep.checks import check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int
 
 
 class AffineTransformer(eqx.Module):
@@ -43,12 +41,6 @@ class AffineTransformer(eqx.Module):
         return (y - shift) * jnp.exp(-log_scale), -log_scale
 
 
-def check_bound(bound, name: str = "bound") -> None:
-    """A spline's interval half-width must be a positive, finite real number (not a bool)."""
-    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0 < bound < math.inf:
-        raise ValueError(f"{name} must be a positive finite number, got {bound!r}")
-
-
 class SplineTransformer(eqx.Module):
     """Monotone rational-quadratic spline on [-bound, bound], identity outside (linear tails).
 
@@ -64,7 +56,7 @@ class SplineTransformer(eqx.Module):
 
     def __check_init__(self):
         check_positive_int("num_bins", self.num_bins)
-        check_bound(self.bound)
+        check_positive_finite("bound", self.bound)
         if self.backend not in ("jaxhep", "distrax"):
             raise ValueError(f"backend must be 'jaxhep' or 'distrax', got {self.backend!r}")
 
@@ -96,7 +88,7 @@ def make_transformer(kind: str, num_bins: int = 10, bound: float = 3.0):
     if kind == "affine":
         return AffineTransformer()
     if kind == "spline":
-        check_bound(bound)
+        check_positive_finite("bound", bound)
         return SplineTransformer(num_bins=num_bins, bound=float(bound))
     raise ValueError(f"unknown transformer {kind!r}; expected 'affine' or 'spline'")
 
@@ -109,4 +101,4 @@ def zero_init(linear: eqx.nn.Linear) -> eqx.nn.Linear:
                         jax.device_put(np.zeros(linear.bias.shape, linear.bias.dtype))))
 
 
-__all__ = ["AffineTransformer", "SplineTransformer", "check_bound", "make_transformer", "zero_init"]
+__all__ = ["AffineTransformer", "SplineTransformer", "make_transformer", "zero_init"]

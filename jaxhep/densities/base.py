@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.checks import check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int
 from jaxhep.nn.init import is_concrete
 
 
@@ -164,11 +164,9 @@ class AbstractConditionalDensity(eqx.Module):
             check_positive_int(name, value)
         if num_to_optimize > num_init:
             raise ValueError(f"num_to_optimize ({num_to_optimize}) cannot exceed num_init ({num_init})")
-        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating, np.integer)) \
-                or not 0 < learning_rate < np.inf:
-            raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+        check_positive_finite("learning_rate", learning_rate)
         return _map_entry(self, key, x, int(num_init), int(num_to_optimize), int(num_steps),
-                          jnp.asarray(learning_rate, jnp.float32))
+                          jnp.asarray(float(learning_rate), jnp.float32))
 
 
 # The public methods are the jit entry points (building blocks stay un-jitted): calls from
