@@ -107,6 +107,10 @@ def test_nnx_network_in_fmpe_trains():
     with pytest.raises(ValueError, match=r"must map \(theta, x, t\) to a vector of shape \(2,\), got \(3,\)"):
         FMPE(network=lambda key, d, c: from_flax(NNXVelocity(3, c - 1, nnx.Rngs(0))), max_epochs=1,
              progress=False).fit(jax.random.key(1), theta, x, prior=prior)
+    # One that fails on such inputs is reported with the shapes it was given.
+    with pytest.raises(ValueError, match=r"failed on \(theta, x, t\) of shapes \(2,\), \(2,\), \(\): .*dot_general"):
+        FMPE(network=lambda key, d, c: (lambda th, xx, t: th @ jnp.ones((5, 2))), max_epochs=1,
+             progress=False).fit(jax.random.key(1), theta, x, prior=prior)
 
 
 def test_stateful_or_foreign_networks_are_refused():

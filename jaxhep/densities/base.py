@@ -59,6 +59,27 @@ def check_last_dim(a: Array, dim: int, name: str) -> Array:
     return a
 
 
+def eval_user_network(net, args: tuple, what: str):
+    """Abstract evaluation (shapes only, no FLOPs) of a network the user supplied.
+
+    Arguments:
+        net: the network.
+        args: `jax.ShapeDtypeStruct`s of its inputs.
+        what: what failed, for the message (e.g. "the embedding network failed on an x of
+            shape (3,)").
+
+    Returns:
+        The output's shape structure.
+
+    Raises:
+        ValueError: when the network fails on such inputs (with its own error appended).
+    """
+    try:
+        return eqx.filter_eval_shape(net, *args)
+    except Exception as err:  # the user's network: report what it was given
+        raise ValueError(f"{what}: {err}") from err
+
+
 class AbstractConditionalDensity(eqx.Module):
     """A conditional density q(theta | x) with log-density and sampling.
 

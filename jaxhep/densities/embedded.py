@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jaxhep.densities.base import AbstractConditionalDensity
+from jaxhep.densities.base import AbstractConditionalDensity, eval_user_network
 
 
 def embedding_size(embedding, x_dim: int) -> int:
@@ -16,10 +16,8 @@ def embedding_size(embedding, x_dim: int) -> int:
     Raises:
         ValueError: when the embedding fails on such an x or does not return a vector.
     """
-    try:
-        out = eqx.filter_eval_shape(embedding, jax.ShapeDtypeStruct((x_dim,), jnp.float32))
-    except Exception as err:  # the user's network: report what it was given
-        raise ValueError(f"the embedding network failed on an x of shape ({x_dim},): {err}") from err
+    out = eval_user_network(embedding, (jax.ShapeDtypeStruct((x_dim,), jnp.float32),),
+                            f"the embedding network failed on an x of shape ({x_dim},)")
     shape = getattr(out, "shape", None)
     if shape is None or len(shape) != 1 or shape[0] < 1:
         raise ValueError(f"the embedding network must map x of shape ({x_dim},) to a non-empty vector, got "

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
-from jaxhep.densities.base import AbstractConditionalDensity, check_last_dim
+from jaxhep.densities.base import AbstractConditionalDensity, check_last_dim, eval_user_network
 from jaxhep.nn import MLP, ResidualMLP
 
 
@@ -129,11 +129,8 @@ def time_conditioned_network(network, theta_dim: int, x_dim: int, width: int, de
         net = network(key, theta_dim, x_dim)
         args = (jax.ShapeDtypeStruct((theta_dim,), jnp.float32), jax.ShapeDtypeStruct((x_dim,), jnp.float32),
                 jax.ShapeDtypeStruct((), jnp.float32))
-        try:
-            out = eqx.filter_eval_shape(net, *args)
-        except Exception as err:  # the user's network: say what it was given
-            raise ValueError(f"the network built by {network!r} failed on (theta, x, t) of shapes ({theta_dim},), "
-                             f"({x_dim},), (): {err}") from err
+        out = eval_user_network(net, args, f"the network built by {network!r} failed on (theta, x, t) of shapes "
+                                           f"({theta_dim},), ({x_dim},), ()")
         if getattr(out, "shape", None) != (theta_dim,):
             raise ValueError(f"the network built by {network!r} must map (theta, x, t) to a vector of shape "
                              f"({theta_dim},), got {getattr(out, 'shape', type(out).__name__)}")
