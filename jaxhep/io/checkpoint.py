@@ -69,10 +69,9 @@ def _is_key(a) -> bool:
 
 def _describe(a) -> dict:
     """Shape, dtype and kind of one array leaf, as the header records them."""
-    if _is_key(a):
-        data = jax.random.key_data(a)
+    if _is_key(a):  # the dtype is that of the key data the file holds
         return {"kind": "key", "impl": str(jax.random.key_impl(a)), "shape": list(a.shape),
-                "dtype": str(data.dtype), "data_shape": list(data.shape)}
+                "dtype": str(jax.random.key_data(a).dtype)}
     kind = "numpy" if isinstance(a, np.ndarray) else "jax"
     return {"kind": kind, "shape": list(np.shape(a)), "dtype": str(a.dtype)}
 
@@ -88,11 +87,10 @@ def _to_numpy(a) -> np.ndarray:
 
 def _from_numpy(raw: np.ndarray, meta: dict):
     """Undo `_to_numpy` for the leaf the header describes."""
-    if meta["kind"] == "key":
-        data = raw.view(jnp.dtype(meta["dtype"])) if raw.dtype != jnp.dtype(meta["dtype"]) else raw
-        return jax.random.wrap_key_data(jnp.asarray(data), impl=meta["impl"])
     dtype = jnp.dtype(meta["dtype"])
     a = raw.view(dtype) if raw.dtype != dtype else raw
+    if meta["kind"] == "key":
+        return jax.random.wrap_key_data(jnp.asarray(a), impl=meta["impl"])
     return a if meta["kind"] == "numpy" else jnp.asarray(a)
 
 
