@@ -5,6 +5,16 @@ import jax
 import jax.numpy as jnp
 
 
+NOISE = 0.5  # conjugate_data: x = theta + N(0, NOISE^2), theta ~ N(0, I): posterior N(0.8 x, 0.2 I)
+
+
+def conjugate_data(n, seed=0):
+    """n pairs (theta, x) of the two-dimensional conjugate Gaussian problem (see NOISE)."""
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    theta = jax.random.normal(k1, (n, 2))
+    return theta, theta + NOISE * jax.random.normal(k2, (n, 2))
+
+
 def mse_loss(model, key, batch):
     """Mean squared error of `model` on a batch (x, y): a `jaxhep.training.fit` loss."""
     x, y = batch

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
+from helpers import conjugate_data
 
 # flax is a core dependency, so this skips only where jaxhep was installed without its
 # dependencies into an environment that lacks it (experiments/benchmarks/device_check.sh).
@@ -16,9 +17,6 @@ nnx = pytest.importorskip("flax.nnx")
 from jaxhep.io import load, save
 from jaxhep.nn import MLP, FlaxLinen, FlaxNNX, from_flax
 from jaxhep.sbi import FMPE, NPE
-
-NOISE = 0.5  # x = theta + N(0, NOISE^2), theta ~ N(0, I): posterior N(0.8 x, 0.2 I)
-
 
 class LinenMLP(linen.Module):
     features: int = 8
@@ -63,9 +61,7 @@ def test_wrappers_compute_what_flax_computes_and_its_gradients():
 
 
 def test_linen_embedding_net_trains_with_npe_to_the_conjugate_posterior(tmp_path):
-    k1, k2 = jax.random.split(jax.random.key(0))
-    theta = jax.random.normal(k1, (4000, 2))
-    x = theta + NOISE * jax.random.normal(k2, (4000, 2))
+    theta, x = conjugate_data(4000)  # posterior N(0.8 x, 0.2 I)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     embedding = from_flax(LinenMLP(features=8), jnp.zeros(2), key=jax.random.key(3))
     posterior = NPE(num_transforms=2, hidden_features=32, batch_size=100, learning_rate=1e-3, max_epochs=60,
@@ -84,9 +80,7 @@ def test_linen_embedding_net_trains_with_npe_to_the_conjugate_posterior(tmp_path
 
 
 def test_nnx_network_in_fmpe_trains():
-    k1, k2 = jax.random.split(jax.random.key(0))
-    theta = jax.random.normal(k1, (1000, 2))
-    x = theta + NOISE * jax.random.normal(k2, (1000, 2))
+    theta, x = conjugate_data(1000)  # posterior N(0.8 x, 0.2 I)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     built = []
 

@@ -7,23 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
+from helpers import NOISE, conjugate_data
 
 from jaxhep.sbi import NPE, Posterior
 
-NOISE = 0.5  # x = theta + N(0, NOISE^2), theta ~ N(0, I): posterior N(0.8 x, 0.2 I)
 SMALL = dict(num_transforms=2, hidden_features=32, batch_size=100, learning_rate=2e-3, max_epochs=60,
              patience=10, progress=False)
 
 
-def _conjugate_data(n, seed=0):
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    theta = jax.random.normal(k1, (n, 2))
-    return theta, theta + NOISE * jax.random.normal(k2, (n, 2))
-
-
 @pytest.fixture(scope="module")
 def gaussian_posterior():
-    theta, x = _conjugate_data(8000)
+    theta, x = conjugate_data(8000)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     # Enough data and patience that the flow's error sits well inside the tolerances below.
     return NPE(**(SMALL | dict(learning_rate=1e-3, patience=15, max_epochs=100))).fit(
@@ -98,7 +92,7 @@ def test_a_new_fit_reuses_compiled_log_prob_and_sample():
         if name == "/jax/core/compile/backend_compile_duration":
             compiles.append(secs)
 
-    theta, x = _conjugate_data(600)
+    theta, x = conjugate_data(600)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     settings = dict(num_transforms=2, hidden_features=16, batch_size=100, progress=False)
     first = NPE(**settings, max_epochs=2).fit(jax.random.key(1), theta, x, prior=prior)
@@ -142,7 +136,7 @@ def test_bounded_prior_keeps_all_mass_inside_the_support():
 
 @pytest.mark.parametrize("estimator", ["maf", "mdn", "nsf_autoregressive"])
 def test_other_estimators_train_and_sample(estimator):
-    theta, x = _conjugate_data(1500, seed=3)
+    theta, x = conjugate_data(1500, seed=3)
     post = NPE(density_estimator=estimator, **(SMALL | dict(max_epochs=25))).fit(jax.random.key(9), theta, x)
     s = post.sample(jax.random.key(10), jnp.array([1.0, -1.0]), (5000,))
     np.testing.assert_allclose(np.asarray(s.mean(0)), [0.8, -0.8], atol=0.2)
@@ -165,7 +159,7 @@ def test_activation_and_tail_bound_reach_every_estimator():
 
 
 def test_input_errors_and_untouched_inputs():
-    theta, x = _conjugate_data(300)
+    theta, x = conjugate_data(300)
     theta, x = np.asarray(theta), np.asarray(x)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     with pytest.raises(ValueError, match="density_estimator"):
