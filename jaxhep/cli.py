@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     import jaxhep
     import jaxhep.sbi as sbi_pkg
-    from jaxhep import simulators
+    from jaxhep import compilation, simulators
     from jaxhep.diagnostics import c2st
     from jaxhep.io import save
     from jaxhep.plotting import corner, loss_curves
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"trained {args.method} in {t_train:.1f} s ({posterior.history.epochs} epochs{on})")
 
     theta_true, x_obs = task.get_observation(args.observation)
-    sample = jax.jit(lambda k, xo: posterior.sample(k, xo, (args.num_samples,)))
+    sample = compilation.jit(lambda k, xo: posterior.sample(k, xo, (args.num_samples,)))
     t0 = time.perf_counter()
     samples = jax.block_until_ready(sample(k_sample, x_obs))
     t_sample_first = time.perf_counter() - t0

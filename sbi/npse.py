@@ -14,6 +14,7 @@ from jaxhep.checks import check_positive_int
 from jaxhep.densities import (SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
                               check_last_dim, check_network)
 from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior
+from jaxhep.compilation import filter_jit
 
 
 def _check_common(est) -> None:
@@ -155,7 +156,7 @@ def sample_iid(key: PRNGKeyArray, posterior: Posterior, x_obs: Float[Array, "m c
     return _sample_iid(key, est, x_obs, num_samples, num_cov_samples)
 
 
-@eqx.filter_jit
+@filter_jit
 def _sample_iid(key, est, x_obs, num_samples, num_cov_samples):
     xs = jax.vmap(est.standardize_x)(x_obs)
 

@@ -318,24 +318,25 @@ def test_default_optimizer_is_per_array_adam_and_weight_decay_selects_adamw():
 
 
 def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkeypatch):
-    module = sys.modules["jaxhep.training.fit"]
+    module = sys.modules["jaxhep.compilation"]
+    fit_module = sys.modules["jaxhep.training.fit"]
     if jax.default_backend() != "cpu":
         pytest.skip("the options apply to XLA's CPU compiler only")
     x, y, _ = _linear_problem(n=600)
     model = MLP(3, 1, width=11, depth=2, key=jax.random.key(0))
     kwargs = dict(learning_rate=1e-2, batch_size=50, max_epochs=6, patience=10, progress=False)
-    shared = module._shared_programs
+    shared = fit_module._shared_programs
     asked = []
 
     def spy(options):
         asked.append(options)
         return shared(options)
 
-    monkeypatch.setattr(module, "_shared_programs", spy)
+    monkeypatch.setattr(fit_module, "_shared_programs", spy)
     tuned, hist = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     # The options this jaxlib knows: on jaxlib 0.10 all of them; 0.12 dropped the fusion-emitter
     # switch but keeps the optimisation level.
-    options = module._compiler_options()
+    options = module.compiler_options()
     assert options and "xla_backend_optimization_level" in options
     assert options.items() <= module.CPU_COMPILER_OPTIONS.items()
     if jax.__version__.startswith("0.10."):
@@ -350,35 +351,15 @@ def test_cpu_compiler_options_reach_the_programs_and_change_only_rounding(monkey
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     # Options this jaxlib does not know are dropped instead of failing the fit.
     monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True})
-    assert module._compiler_options() is None
+    assert module.compiler_options() is None
     monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True, **options})
-    assert module._compiler_options() == options
+    assert module.compiler_options() == options
     monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": True})
     fallback, _ = fit(jax.random.key(1), model, mse_loss, (x, y), **kwargs)
     assert asked[-1] is None
     for a, b in zip(jax.tree_util.tree_leaves(fallback), jax.tree_util.tree_leaves(plain)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-
-def test_jit_kwargs_give_other_programs_the_same_options(monkeypatch):
-    """`jit_kwargs` hands the CPU options to programs outside `fit` (the PINN solver's, through
-    its `_filter_jit`); {} where there are none."""
-    import equinox as eqx
-
-    from jaxhep.theory.pinn import solver
-    from jaxhep.training import jit_kwargs
-
-    module = sys.modules["jaxhep.training.fit"]
-    options = module._compiler_options()
-    assert jit_kwargs() == ({} if options is None else {"compiler_options": options})
-    seen, original = [], eqx.filter_jit
-    monkeypatch.setattr(solver.eqx, "filter_jit", lambda fun, **kw: seen.append(kw) or original(fun, **kw))
-    double = solver._filter_jit(lambda a: 2 * a)
-    assert float(double(jnp.float32(1.5))) == 3.0 and seen == [jit_kwargs()]
-    monkeypatch.setattr(module, "CPU_COMPILER_OPTIONS", {})
-    assert jit_kwargs() == {}
-    solver._filter_jit(lambda a: a)
-    assert seen[-1] == {}
 
 
 def _compiles_of(records, name):

@@ -15,6 +15,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_finite, check_positive_int
 from jaxhep.nn.init import is_concrete
+from jaxhep.compilation import filter_jit
 
 
 def check_finite(x: Array, name: str) -> Array:
@@ -192,7 +193,7 @@ class AbstractConditionalDensity(eqx.Module):
 
 # The public methods are the jit entry points (building blocks stay un-jitted): calls from
 # Python compile once per model structure and shape; inside a user's jit or vmap they inline.
-@eqx.filter_jit
+@filter_jit
 def _log_prob_entry(model: AbstractConditionalDensity, theta, x):
     batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
     theta = jnp.broadcast_to(theta, batch + (model.theta_dim,)).reshape(-1, model.theta_dim)
@@ -200,7 +201,7 @@ def _log_prob_entry(model: AbstractConditionalDensity, theta, x):
     return jax.vmap(model._log_prob)(theta, x).reshape(batch)
 
 
-@eqx.filter_jit
+@filter_jit
 def _sample_entry(model: AbstractConditionalDensity, key, x, sample_shape: tuple[int, ...]):
     n = math.prod(sample_shape)
     batch = x.shape[:-1]
@@ -211,7 +212,7 @@ def _sample_entry(model: AbstractConditionalDensity, key, x, sample_shape: tuple
     return draws.reshape(sample_shape + batch + (model.theta_dim,))
 
 
-@eqx.filter_jit
+@filter_jit
 def _map_entry(model: AbstractConditionalDensity, key, x, num_init: int, num_to_optimize: int, num_steps: int,
                learning_rate):
     batch = x.shape[:-1]

@@ -10,6 +10,7 @@ from jaxtyping import Array, Float
 
 from jaxhep.bijections import AbstractBijection, Affine, BoxToReal, Chain, Invert, support_bounds
 from jaxhep.densities.base import AbstractConditionalDensity
+from jaxhep.compilation import filter_jit
 
 
 SUPPORTS = ("transform", "truncate")
@@ -17,7 +18,7 @@ MAX_REJECTION_ROUNDS = 100  # draws of the requested size, at most, in rejection
 REFILL_DIVISOR = 8  # rejection sampling draws n / REFILL_DIVISOR at a time
 
 
-@eqx.filter_jit
+@filter_jit
 def _transform_rows(bijection: AbstractBijection, values):
     return jax.vmap(bijection.transform)(values)
 

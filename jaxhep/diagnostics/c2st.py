@@ -32,6 +32,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
+from jaxhep.compilation import jit
 
 __all__ = ["c2st", "c2st_scores"]
 
@@ -128,7 +129,7 @@ def _reshuffle(key: PRNGKeyArray, perm: Array, mask: Array) -> Array:
 
 
 @functools.partial(
-    jax.jit,
+    jit,
     static_argnames=("n_folds", "n_train_max", "width", "batch_size", "max_iter", "n_iter_no_change"),
 )
 def _c2st_folds(key, data, labels, fold_id, *, n_folds, n_train_max, width, batch_size, max_iter,

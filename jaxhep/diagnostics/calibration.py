@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
+from jaxhep.compilation import filter_jit
 
 __all__ = ["expected_coverage", "sbc_ranks", "sbc_uniformity", "tarp"]
 
@@ -88,7 +88,7 @@ def _draws(posterior, key, x_i, num_samples, theta_dim):
     return samples
 
 
-@eqx.filter_jit
+@filter_jit
 def _map_observations(posterior, stat, keys, theta, x, extra, num_samples, batch_size):
     theta_dim = theta.shape[-1]
 

@@ -7,9 +7,9 @@ from jaxhep.training.fit import (
     check_positive_int,
     drop_nonfinite,
     fit,
-    jit_kwargs,
     split_train_val,
 )
+from jaxhep.compilation import jit_kwargs  # kept here for code written before jaxhep.compilation
 from jaxhep.training.parallel import check_devices, data_mesh, use_cpu_cores
 
 __all__ = ["History", "check_devices", "check_ema_decay", "check_lr_decay", "check_positive_int", "data_mesh",

@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from jaxhep import compilation
 from jaxhep.checks import check_positive_int
 from jaxhep.nn.init import numpy_rng, split_on_host
 from jaxhep.training.parallel import DATA_AXIS, data_mesh
@@ -266,50 +267,11 @@ def _validate_program(checked, frozen, val_chunks, k_val, config):
     return _replicated(functools.partial(_validate, config=config), config.mesh)(checked, frozen, val_chunks, k_val)
 
 
-# XLA options for compiling the training and validation programs on the CPU (and, through
-# `jit_kwargs`, the PINN solver's). Compilation is a large part of a short fit there (about 1.8 s of
-# a 9 s NPE run on the 2-core benchmark machine), and these options about halve it: XLA's older
-# elemental emitters for fused loops instead of its MLIR fusion emitters, and LLVM's level-1
-# optimisation pipeline. The epochs run a few percent slower (NPE 5x50 on two_moons: 67 instead of
-# 62 ms per epoch on one core), which costs less than the compilation saves for fits of up to about
-# 200 epochs. Results are the same up to float rounding. Other backends are not affected; options
-# this jaxlib does not know are left out. Set to {} to compile with XLA's defaults.
-CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
-
-
-@functools.cache
-def _options_accepted(options: tuple) -> bool:
-    """Whether this jaxlib accepts all the compiler options, given as (name, value) pairs (XLA
-    renames and removes its flags between versions: jaxlib 0.12 has no
-    `xla_cpu_use_fusion_emitters`)."""
-    try:
-        jax.jit(lambda a: a + 1, compiler_options=dict(options))(np.float32(0.0)).block_until_ready()
-        return True
-    except Exception:  # an unknown option is refused when the program is compiled
-        return False
-
-
-def _compiler_options() -> dict[str, Any] | None:
-    """The options of `CPU_COMPILER_OPTIONS` that this jaxlib knows, on the CPU backend; else None."""
-    if jax.default_backend() != "cpu":
-        return None
-    items = tuple(CPU_COMPILER_OPTIONS.items())
-    # One probe compilation for all of them; one per option only where some is refused.
-    if items and _options_accepted(items):
-        return dict(items)
-    options = {name: value for name, value in items if _options_accepted(((name, value),))}
-    return options or None
-
-
-def jit_kwargs() -> dict[str, Any]:
-    """Keyword arguments for `jax.jit` or `eqx.filter_jit` that compile with the options of
-    `CPU_COMPILER_OPTIONS` this jaxlib knows, on the CPU backend; {} elsewhere. For other
-    compile-bound programs of jaxhep (the PINN solver's), which trade the same few percent of
-    run time for a shorter compilation."""
-    options = _compiler_options()
-    return {} if options is None else {"compiler_options": options}
-
-
+# The training and validation programs compile with `jaxhep.compilation`'s CPU options
+# (compilation is a large part of a short fit on the CPU: about 1.8 s of a 9 s NPE run on the
+# 2-core benchmark machine, and the options about halve it, for epochs that run a few percent
+# slower: NPE 5x50 on two_moons, 67 instead of 62 ms per epoch on one core, which costs less than
+# the compilation saves for fits of up to about 200 epochs).
 def _jit(fun, options: dict[str, Any] | None, **kwargs):
     """`jax.jit`, compiling with the XLA `options` when there are any."""
     return jax.jit(fun, **kwargs) if options is None else jax.jit(fun, compiler_options=options, **kwargs)
@@ -514,7 +476,7 @@ def fit(
     # loss that may hold data (a closure, a partial, a bound method or other callable object), or
     # a configuration that cannot be hashed, gets programs of its own (new function objects),
     # released with this call.
-    options = _compiler_options()
+    options = compilation.compiler_options()
     # Each program is a jitted function with the keyword arguments (its configuration) it is
     # called with.
     programs = None

@@ -22,10 +22,10 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
+from jaxhep.compilation import filter_jit
 from jaxhep.theory.pinn.domain import SAMPLERS, rad_resample, unit_sample
 from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
 from jaxhep.theory.pinn.problem import Observations, PDEProblem, PINNModel
-from jaxhep.training import jit_kwargs
 
 
 class TrainConfig(eqx.Module):
@@ -317,10 +317,9 @@ def solve(key: PRNGKeyArray, problem: PDEProblem, net: eqx.Module | PINNModel, c
         return _solve(key, problem, net, config, eval_points, eval_values, callback)
 
 
-def _filter_jit(fun):
-    """`eqx.filter_jit` compiling with jaxhep's CPU options (`jaxhep.training.jit_kwargs`): each
-    solve compiles its programs afresh, and compilation is most of a short run."""
-    return eqx.filter_jit(fun, **jit_kwargs())
+# Each solve compiles its programs afresh, and compilation is most of a short run: they compile
+# with jaxhep's CPU options (`jaxhep.compilation`).
+_filter_jit = filter_jit
 
 
 def _solve(key, problem, net, config, eval_points, eval_values, callback):
