@@ -10,7 +10,6 @@ from jaxtyping import Array, Float
 
 from jaxhep.bijections import AbstractBijection, Affine, BoxToReal, Chain, Invert, support_bounds
 from jaxhep.densities.base import AbstractConditionalDensity
-from jaxhep.compilation import filter_jit
 
 
 SUPPORTS = ("transform", "truncate")
@@ -18,7 +17,9 @@ MAX_REJECTION_ROUNDS = 100  # draws of the requested size, at most, in rejection
 REFILL_DIVISOR = 8  # rejection sampling draws n / REFILL_DIVISOR at a time
 
 
-@filter_jit
+# XLA's defaults (not jaxhep.compilation's options), like the simulators: this prepares training
+# data, which should not change by a rounding step with how jaxhep compiles.
+@eqx.filter_jit
 def _transform_rows(bijection: AbstractBijection, values):
     return jax.vmap(bijection.transform)(values)
 

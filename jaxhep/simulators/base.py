@@ -14,7 +14,6 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
-from jaxhep.compilation import filter_jit
 
 # Observation i (1-based) of every task is drawn with key `jax.random.key(_OBSERVATION_SEED + i)`.
 # sbibm ships its observations as files made with PyTorch's RNG, which we cannot reproduce;
@@ -66,7 +65,9 @@ def check_num(n, name: str) -> int:
     return int(n)
 
 
-@filter_jit
+# Simulators compile with XLA's defaults, not jaxhep.compilation's options: their outputs are
+# data, which should not change (even by a rounding step) with how jaxhep compiles its own work.
+@eqx.filter_jit
 def _simulate(task: "AbstractTask", key: PRNGKeyArray, n: int):
     key_prior, key_sim = jax.random.split(key)
     theta = task.prior.sample(key_prior, (n,)).astype(jnp.float32)
@@ -75,23 +76,23 @@ def _simulate(task: "AbstractTask", key: PRNGKeyArray, n: int):
 
 # Compiled once per task and shape (and inlined under an outer jit or vmap): cheaper than
 # dispatching the vmapped operations one by one.
-@filter_jit
+@eqx.filter_jit
 def _simulate_one_jit(task: "AbstractTask", key, theta):
     return task._simulate_one(key, theta).astype(jnp.float32)
 
 
-@filter_jit
+@eqx.filter_jit
 def _simulate_batch_jit(task: "AbstractTask", key, theta):
     keys = jax.random.split(key, theta.shape[0])
     return jax.vmap(task._simulate_one)(keys, theta).astype(jnp.float32)
 
 
-@filter_jit
+@eqx.filter_jit
 def _batched_log_likelihood(task: "AbstractTask", theta, x):
     return jax.vmap(task._log_likelihood_one)(theta, x)
 
 
-@filter_jit
+@eqx.filter_jit
 def _observation(task: "AbstractTask", key):
     key_prior, key_sim = jax.random.split(key)
     theta = task.prior.sample(key_prior).astype(jnp.float32)
@@ -326,7 +327,7 @@ def _round_batch(n: float) -> int:
     return int(2 ** math.ceil(math.log2(max(n, 2**16))))
 
 
-@filter_jit
+@eqx.filter_jit
 def _propose_accept(key, n, propose, accept, args):
     kp, ka = jax.random.split(key)
     samples = propose(kp, n, args)

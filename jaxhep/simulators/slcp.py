@@ -6,12 +6,11 @@ import functools
 import math
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
-
-from jaxhep.compilation import filter_jit
 
 from .base import AbstractTask, box_prior, check_num, check_x
 from .mcmc import nuts_reference, warn_if_unconverged
@@ -177,7 +176,7 @@ def _student_t_log_prob(y, loc, scale_tril):
     )
 
 
-@filter_jit
+@eqx.filter_jit
 def _distracted_observation(task, key, x8):
     return task._assemble(x8, task._sample_distractors(key)).astype(jnp.float32)
 
