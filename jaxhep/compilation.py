@@ -7,7 +7,12 @@ fused loops instead of its MLIR fusion emitters, and LLVM's level-1 optimisation
 compile in 1.2 s and 3.5 s, and the run times stay within a few percent (NPE training epochs run
 a few percent slower; see `jaxhep.training.fit`). Results are the same up to float rounding.
 Other backends are not affected; options this jaxlib does not know are left out. Set
-`CPU_COMPILER_OPTIONS` to {} before the first call to compile with XLA's defaults.
+`CPU_COMPILER_OPTIONS` to {} to compile with XLA's defaults (it is read at each call).
+
+Not every program uses them: the simulators keep XLA's defaults, since their outputs are data
+(with the options one value of two_moons' x moved by a float32 step), and so do the lattice
+samplers and trainers and the NUTS reference posteriors, whose long loops ran 25-30% slower with
+the options (2026-11-30).
 
 `filter_jit` and `jit` are `eqx.filter_jit` and `jax.jit` with those options, decided at each call
 (not at import, which would start JAX's backends before a user can ask for several CPU devices).
