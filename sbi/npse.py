@@ -11,10 +11,10 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
+from jaxhep.compilation import filter_jit
 from jaxhep.densities import (SDES, AbstractConditionalDensity, ScoreDiffusion, Standardized, check_finite,
                               check_last_dim, check_network)
 from jaxhep.sbi.base import AbstractPosteriorEstimator, Posterior
-from jaxhep.compilation import filter_jit
 
 
 def _check_common(est) -> None:

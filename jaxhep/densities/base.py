@@ -14,8 +14,8 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_finite, check_positive_int
-from jaxhep.nn.init import is_concrete
 from jaxhep.compilation import filter_jit
+from jaxhep.nn.init import is_concrete
 
 
 def check_finite(x: Array, name: str) -> Array:
