@@ -213,3 +213,50 @@ def test_a_missing_reader_says_how_to_install_it(tmp_path, monkeypatch, simulati
     monkeypatch.setattr(importlib, "import_module", without_h5py)
     with pytest.raises(ImportError, match=r"reading HDF5 files needs the h5py package: pip install \"jaxhep\[hep\]\""):
         io.read_columns(path, **where)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_several_files_are_read_end_to_end(fmt, tmp_path, simulations):
+    theta, x = simulations
+    parts = [(slice(0, 1), JETS[:1]), (slice(1, 4), JETS[1:])]  # a file of 1 row and one of 3
+    paths = []
+    for i, (rows, jets) in enumerate(parts):
+        (tmp_path / f"part{i}").mkdir()
+        path, where = write(fmt, tmp_path / f"part{i}", theta[rows], x[rows], jets=jets)
+        paths.append(path)
+    whole = np.concatenate([theta, x, padded(JETS, 3)], axis=1)
+    kwargs = dict(max_length={"jets": 3}, dtype=None, **where)
+    np.testing.assert_array_equal(io.read_array(paths, ["theta0", "theta1", "x", "jets"], **kwargs), whole)
+    # A glob pattern reads the matches in sorted order; start/stop count rows across the files.
+    pattern = str(tmp_path / "part*" / paths[0].name)
+    np.testing.assert_array_equal(io.read_array(pattern, ["theta0", "theta1", "x", "jets"], **kwargs), whole)
+    for start, stop in ((0, 1), (1, 3), (0, 2), (3, None), (4, None)):
+        np.testing.assert_array_equal(
+            io.read_array(paths, ["theta0", "theta1", "x", "jets"], start=start, stop=stop, **kwargs),
+            whole[start:stop])
+    # Without max_length each file's jets come out at their own width (1 and, here, 0..4), which
+    # cannot be stacked: the first file alone has one length.
+    with pytest.raises(ValueError, match=r"'jets' holds from 0 to 4 values per row"):
+        io.read_columns(paths, ["jets"], **where)
+    assert io.list_columns(pattern, **where) == io.list_columns(paths[0], **where)
+
+
+def test_several_files_errors(tmp_path, simulations):
+    theta, x = simulations
+    for name, rows in (("a", [[1.0, 2.0]] * 4), ("b", [[1.0, 2.0, 3.0]] * 4)):
+        (tmp_path / name).mkdir()
+        write("parquet", tmp_path / name, theta, x, jets=rows)
+    paths = [tmp_path / "a" / "events.parquet", tmp_path / "b" / "events.parquet"]
+    with pytest.raises(ValueError, match=r"column 'jets' has a different width in different files .*pass max_length="):
+        io.read_columns(paths, ["jets"])
+    np.testing.assert_array_equal(io.read_columns(paths, ["jets"], max_length=2)["jets"], np.tile([1.0, 2.0], (8, 1)))
+    pq.write_table(pa.table({"theta0": theta[:, 0]}), tmp_path / "c.parquet")
+    with pytest.raises(ValueError, match=r"c.parquet' has no column 'x'"):
+        io.read_columns([paths[0], tmp_path / "c.parquet"], ["theta0", "x"])
+    with pytest.raises(ValueError, match=r"has the columns \['theta0'\], but .* has \['theta0', 'theta1', 'x', 'jets'\]"):
+        io.read_columns([paths[0], tmp_path / "c.parquet"])
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        io.read_columns(str(tmp_path / "nothing_*.parquet"))
+    for bad in ([], [1, 2], 3):
+        with pytest.raises(ValueError, match="path must be a file path, a glob pattern or a non-empty list"):
+            io.read_columns(bad)

@@ -13,12 +13,15 @@ ROOT `std::vector` or `double[]` branch, an HDF5 variable-length dataset, a Parq
 as the jets of each event. A varying column whose rows all have the same length is returned as
 `(n, k)`; otherwise `max_length` pads each row (with `fill_value`, NaN by default) or cuts it to
 that many values. Nothing is dropped: rows with NaN are returned as they are (training drops them
-with a warning).
+with a warning). A data set split over several files is read from a list of them or a glob
+pattern, its rows end to end.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,12 +44,12 @@ class _Jagged:
     values: np.ndarray
 
 
-def list_columns(path: str | os.PathLike, *, tree: str | None = None, key: str | None = None,
+def list_columns(path: str | os.PathLike | Sequence[str | os.PathLike], *, tree: str | None = None, key: str | None = None,
                  format: str | None = None) -> dict[str, str]:
     """The columns a file holds, each with a short description of its type.
 
     Arguments:
-        path: the file.
+        path: the file (of a list of files or a glob pattern, the first).
         tree: ROOT only: the TTree or RNTuple to read (needed when the file has more than one).
         key: HDF5 only: the group whose datasets are the columns, or a dataset with named fields
             (a compound dtype) whose fields are; the file's root group by default.
@@ -59,23 +62,26 @@ def list_columns(path: str | os.PathLike, *, tree: str | None = None, key: str |
     Raises:
         FileNotFoundError, ValueError, ImportError: see `read_columns`.
     """
-    with _open(path, tree, key, format) as source:
+    with _open(_paths(path)[0], tree, key, format) as source:
         return dict(source.describe())
 
 
-def read_columns(path: str | os.PathLike, columns: Sequence[str] | None = None, *, tree: str | None = None,
-                 key: str | None = None, start: int | None = None, stop: int | None = None,
-                 dtype: Any = np.float32, max_length: int | Mapping[str, int] | None = None,
-                 fill_value: float = np.nan, format: str | None = None) -> dict[str, np.ndarray]:
-    """Read columns of an event table from a ROOT, HDF5 or Parquet file.
+def read_columns(path: str | os.PathLike | Sequence[str | os.PathLike], columns: Sequence[str] | None = None, *,
+                 tree: str | None = None, key: str | None = None, start: int | None = None,
+                 stop: int | None = None, dtype: Any = np.float32,
+                 max_length: int | Mapping[str, int] | None = None, fill_value: float = np.nan,
+                 format: str | None = None) -> dict[str, np.ndarray]:
+    """Read columns of an event table from a ROOT, HDF5 or Parquet file, or from several.
 
     Arguments:
-        path: the file.
+        path: the file; or a list of files, or a glob pattern such as "events_*.root" (matches
+            in sorted order), read one after the other with their rows end to end.
         columns: names of the columns, in the order wanted; None reads every column.
         tree: ROOT only: the TTree or RNTuple to read (needed when the file has more than one).
         key: HDF5 only: the group whose datasets are the columns, or a dataset with named fields
             whose fields are; the file's root group by default.
-        start, stop: read rows start..stop-1 only (as a slice; None for the ends).
+        start, stop: read rows start..stop-1 only (as a slice; None for the ends), counted
+            across all the files.
         dtype: the dtype of the returned arrays (float32, JAX's default, unless told); None keeps
             the file's.
         max_length: for columns with a varying number of values per row: pad (with
@@ -89,14 +95,50 @@ def read_columns(path: str | os.PathLike, columns: Sequence[str] | None = None, 
         `columns`.
 
     Raises:
-        FileNotFoundError: when there is no such file.
+        FileNotFoundError: when there is no such file, or no file matches the pattern.
         ValueError: for an unknown format, a missing column, tree or key, columns of different
             lengths, a column that is not numeric, a varying-length column without
-            `max_length`, or bad `start`/`stop`/`max_length`.
+            `max_length`, files whose columns differ in width, or bad
+            `start`/`stop`/`max_length`.
         ImportError: when the reader for the format is not installed.
     """
     start, stop = _check_range(start, stop)
     lengths = _check_max_length(max_length)
+    files = _paths(path)
+    options = dict(tree=tree, key=key, dtype=dtype, lengths=lengths, fill_value=fill_value, format=format)
+    if len(files) == 1:
+        return _read_one(files[0], columns, start, stop, **options)
+    # The rows of each file that fall in start..stop of all the files' rows end to end.
+    counts, names = [], None
+    for file in files:
+        with _open(file, tree, key, format) as source:
+            available = source.names()
+            if names is None:
+                names = available if columns is None else _check_columns(columns, available, source.where)
+            elif columns is None:
+                if available != names:
+                    raise ValueError(f"{source.where} has the columns {available}, but {str(files[0])!r} has "
+                                     f"{names}; name the columns to read")
+            else:
+                _check_columns(names, available, source.where)
+            counts.append(source.num_rows(names[0]) if names else 0)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    first, last = start or 0, offsets[-1] if stop is None else stop
+    ranges = [(file, int(max(first - lo, 0)), int(min(last - lo, n)))
+              for file, lo, n in zip(files, offsets[:-1], counts) if min(last - lo, n) > max(first - lo, 0)]
+    tables = [(file, _read_one(file, names, a, b, **options)) for file, a, b in ranges or [(files[0], 0, 0)]]
+    out = {}
+    for name in names:
+        widths = {str(file): table[name].shape[1:] for file, table in tables}
+        if len(set(widths.values())) > 1:
+            raise ValueError(f"column {name!r} has a different width in different files (shape per row: {widths}); "
+                             "pass max_length= to read them all at one width")
+        out[name] = np.concatenate([table[name] for _, table in tables])
+    return out
+
+
+def _read_one(path, columns, start, stop, *, tree, key, dtype, lengths, fill_value, format):
+    """`read_columns` of one file."""
     with _open(path, tree, key, format) as source:
         available = source.names()
         names = available if columns is None else _check_columns(columns, available, source.where)
@@ -118,12 +160,12 @@ def read_columns(path: str | os.PathLike, columns: Sequence[str] | None = None, 
     return out
 
 
-def read_array(path: str | os.PathLike, columns: Sequence[str], **kwargs) -> np.ndarray:
+def read_array(path: str | os.PathLike | Sequence[str | os.PathLike], columns: Sequence[str], **kwargs) -> np.ndarray:
     """Read columns into one `(n, features)` array, in the order given; a column of shape
     `(n, k)` gives k features in a row.
 
     Arguments:
-        path: the file.
+        path: the file, a list of files or a glob pattern (as for `read_columns`).
         columns: names of the columns (at least one).
         **kwargs: as for `read_columns` (tree, key, start, stop, dtype, max_length, fill_value,
             format).
@@ -137,10 +179,25 @@ def read_array(path: str | os.PathLike, columns: Sequence[str], **kwargs) -> np.
     if isinstance(columns, str) or not isinstance(columns, Sequence) or len(columns) == 0:
         raise ValueError(f"columns must be a non-empty sequence of column names, got {columns!r}")
     table = read_columns(path, columns, **kwargs)
-    return np.concatenate([a.reshape(len(a), -1) for a in table.values()], axis=1)
+    return np.concatenate([a.reshape(len(a), math.prod(a.shape[1:])) for a in table.values()], axis=1)
 
 
 # -- checks -----------------------------------------------------------------------------------
+
+def _paths(path) -> list:
+    """The files `path` names: itself, the entries of a list, or the matches of a glob pattern."""
+    if isinstance(path, (str, os.PathLike)):
+        text = os.fspath(path)
+        if not os.path.exists(text) and any(c in text for c in "*?["):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise FileNotFoundError(f"no file matches {text!r}")
+            return matches
+        return [path]
+    if isinstance(path, Sequence) and path and all(isinstance(p, (str, os.PathLike)) for p in path):
+        return list(path)
+    raise ValueError(f"path must be a file path, a glob pattern or a non-empty list of file paths, got {path!r}")
+
 
 def _check_range(start, stop):
     for name, value in (("start", start), ("stop", stop)):
@@ -181,7 +238,9 @@ def _regular(name, raw, max_length, fill_value):
     counts = np.asarray(raw.counts, dtype=np.int64)
     values = np.asarray(raw.values)
     if max_length is None:
-        if len(counts) and counts.min() == counts.max():
+        if not len(counts):
+            return values.reshape(0, 0)  # no rows, so no width to tell
+        if counts.min() == counts.max():
             return values.reshape(len(counts), int(counts[0]))
         low, high = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
         raise ValueError(f"column {name!r} holds from {low} to {high} values per row; pass max_length= (an int, or "
@@ -270,6 +329,9 @@ class _RootSource(_Source):
     def names(self):
         return list(self.tree.keys())  # without reading every branch, as describe does
 
+    def num_rows(self, name):
+        return int(self.tree.num_entries)
+
     def describe(self):
         ak = importlib.import_module("awkward")
 
@@ -285,13 +347,16 @@ class _RootSource(_Source):
     def read(self, name, start, stop):
         ak = importlib.import_module("awkward")
         array = self.tree[name].array(library="ak", entry_start=start, entry_stop=stop)
+        kind = array.type.content
         try:
+            # A varying-length branch stays one even where the rows read happen to agree in length
+            # (ak.to_numpy would make those regular), so that max_length applies to it alike.
+            if isinstance(kind, ak.types.ListType) and isinstance(kind.content, ak.types.NumpyType):
+                return _Jagged(ak.to_numpy(ak.num(array, axis=1)), ak.to_numpy(ak.flatten(array, axis=1)))
             return ak.to_numpy(array)
         except ValueError:
-            if array.ndim != 2:
-                raise ValueError(f"column {name!r} has type {array.type.content}, which is not a number, a fixed "
-                                 "number or a varying number of numbers per row") from None
-            return _Jagged(ak.to_numpy(ak.num(array, axis=1)), ak.to_numpy(ak.flatten(array, axis=1)))
+            raise ValueError(f"column {name!r} has type {kind}, which is not a number, a fixed number or a varying "
+                             "number of numbers per row") from None
 
     def close(self):
         self.file.close()
@@ -322,6 +387,9 @@ class _HDF5Source(_Source):
 
     def _dataset(self, name):
         return self.node if isinstance(self.node, self.h5py.Dataset) else self.node[name]
+
+    def num_rows(self, name):
+        return len(self._dataset(name))
 
     def describe(self):
         if self._compound():
@@ -376,6 +444,9 @@ class _ParquetSource(_Source):
     def describe(self):
         return {field.name: _arrow_type(field.type) for field in self.schema}
 
+    def num_rows(self, name):
+        return int(self.file.metadata.num_rows)
+
     def read(self, name, start, stop):
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -390,8 +461,11 @@ class _ParquetSource(_Source):
                     or pa.types.is_boolean(kind.value_type)):
                 raise ValueError(f"column {name!r} has type {kind}, which is not a number, a fixed number or a "
                                  "varying number of numbers per row")
+            values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+            if pa.types.is_fixed_size_list(kind) and column.null_count == 0:
+                return values.reshape(len(column), kind.list_size)  # its width even without rows
             counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
-            return _Jagged(counts, pc.list_flatten(column).to_numpy(zero_copy_only=False))
+            return _Jagged(counts, values)
         return column.to_numpy(zero_copy_only=False)
 
 
