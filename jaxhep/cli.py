@@ -1,4 +1,5 @@
-"""The `jaxhep` command: `jaxhep run` (the main SBI job), `jaxhep lattice`, `jaxhep pinn`."""
+"""The `jaxhep` command: `jaxhep run` (the main SBI job), `jaxhep fit` (SBI on simulations kept in files,
+see `jaxhep.cli_fit`), `jaxhep lattice`, `jaxhep pinn`."""
 
 from __future__ import annotations
 
@@ -21,20 +22,13 @@ def _available_methods() -> tuple[str, ...]:
 EMBEDDINGS = ("none", "setnorm", "deepsets")
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="two_moons", help="benchmark task (default two_moons)")
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that `jaxhep run` and `jaxhep fit` share: method, sampling, training, devices."""
     parser.add_argument("--method", default="npe", help="npe (default), npse or fmpe")
     parser.add_argument("--density-estimator", default="nsf", help="NPE density: nsf, nsf_autoregressive, maf, mdn")
-    parser.add_argument("--embedding", choices=EMBEDDINGS, default="none",
-                        help="summarise x before the density, for tasks whose x is a set of iid draws (slcp): "
-                             "'setnorm' (items standardised within each x, jaxhep.nn.PermutationInvariant with "
-                             "standardize=True), 'deepsets' (plain), or 'none' (default)")
-    parser.add_argument("--simulations", type=int, default=10_000, help="training simulations (default 10000)")
-    parser.add_argument("--observation", type=int, default=1, help="built-in observation number (1-10)")
     parser.add_argument("--num-samples", type=int, default=10_000, help="posterior samples to draw (default 10000)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs (default: the method's)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-    parser.add_argument("--out", default="./jaxhep-out", help="output directory (default ./jaxhep-out)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--devices", default="auto",
                         help="devices to split training minibatches over: 'auto' (default: on a machine without "
@@ -44,6 +38,45 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compilation-cache", metavar="DIR", default=None,
                         help="keep XLA's compiled programs in DIR (JAX's persistent compilation cache), so that "
                              "a repeated run with the same settings skips most compilation (default: off)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="two_moons", help="benchmark task (default two_moons)")
+    parser.add_argument("--embedding", choices=EMBEDDINGS, default="none",
+                        help="summarise x before the density, for tasks whose x is a set of iid draws (slcp): "
+                             "'setnorm' (items standardised within each x, jaxhep.nn.PermutationInvariant with "
+                             "standardize=True), 'deepsets' (plain), or 'none' (default)")
+    parser.add_argument("--simulations", type=int, default=10_000, help="training simulations (default 10000)")
+    parser.add_argument("--observation", type=int, default=1, help="built-in observation number (1-10)")
+    parser.add_argument("--out", default="./jaxhep-out", help="output directory (default ./jaxhep-out)")
+    add_common_arguments(parser)
+
+
+def _setup_run(args: argparse.Namespace):
+    """Check the shared options, make the CPU devices training will use (before JAX first runs)
+    and switch on the compilation cache if asked; returns (estimator class, devices)."""
+    import dataclasses
+
+    import jax
+
+    import jaxhep.sbi as sbi_pkg
+
+    if args.num_samples < 10:
+        raise ValueError(f"--num-samples must be at least 10, got {args.num_samples}")
+    methods = _available_methods()
+    if args.method not in methods:
+        raise ValueError(f"unknown method {args.method!r}; expected one of {methods}")
+    method_class = getattr(sbi_pkg, args.method.upper())
+    batch_size = next(f.default for f in dataclasses.fields(method_class) if f.name == "batch_size")
+    devices = _training_devices(str(args.devices), batch_size)
+    if args.compilation_cache:
+        os.makedirs(args.compilation_cache, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(args.compilation_cache))
+        # Every program, however quick to compile: JAX's default (programs that took 1 s or more)
+        # would leave out the sampling and C2ST programs, and with any threshold, whether a program
+        # near it is cached would depend on how busy the machine is.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return method_class, devices
 
 
 def _training_devices(choice: str, batch_size: int) -> str | int | None:
@@ -91,28 +124,19 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         The exit code.
     """
-    import dataclasses
+    if args.simulations < 10:
+        raise ValueError(f"--simulations must be at least 10, got {args.simulations}")
+    method_class, devices = _setup_run(args)  # before JAX first runs
 
     import jax
     import numpy as np
 
     import jaxhep
-    import jaxhep.sbi as sbi_pkg
     from jaxhep import compilation, simulators
     from jaxhep.diagnostics import c2st
     from jaxhep.io import save
     from jaxhep.plotting import corner, loss_curves
 
-    if args.simulations < 10:
-        raise ValueError(f"--simulations must be at least 10, got {args.simulations}")
-    if args.num_samples < 10:
-        raise ValueError(f"--num-samples must be at least 10, got {args.num_samples}")
-    methods = _available_methods()
-    if args.method not in methods:
-        raise ValueError(f"unknown method {args.method!r}; expected one of {methods}")
-    method_class = getattr(sbi_pkg, args.method.upper())
-    batch_size = next(f.default for f in dataclasses.fields(method_class) if f.name == "batch_size")
-    devices = _training_devices(str(args.devices), batch_size)  # before JAX first runs
     task = simulators.get_task(args.task)
     if not 1 <= args.observation <= task.num_observations:
         raise ValueError(f"--observation must lie in 1..{task.num_observations}, got {args.observation}")
@@ -121,13 +145,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--embedding {args.embedding} needs a task whose x is a set of iid draws "
                          f"({', '.join(with_items)}); {task.name}'s x is not")
     os.makedirs(args.out, exist_ok=True)
-    if args.compilation_cache:
-        os.makedirs(args.compilation_cache, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", os.path.abspath(args.compilation_cache))
-        # Every program, however quick to compile: JAX's default (programs that took 1 s or more)
-        # would leave out the sampling and C2ST programs, and with any threshold, whether a program
-        # near it is cached would depend on how busy the machine is.
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     progress = not args.no_progress
     say = print if progress else (lambda *a, **k: None)
 
@@ -208,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = sub.add_parser("run", help="train NPE on a benchmark task and compare with its reference posterior")
     _add_run_arguments(run_parser)
     run_parser.set_defaults(func=run)
-    for module in ("jaxhep.theory.lattice.cli", "jaxhep.theory.pinn.cli"):
+    for module in ("jaxhep.cli_fit", "jaxhep.theory.lattice.cli", "jaxhep.theory.pinn.cli"):
         try:
             __import__(module, fromlist=["register"]).register(sub)
         except ImportError as err:  # a theory package that fails to import must not break `jaxhep run`

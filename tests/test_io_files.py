@@ -258,5 +258,5 @@ def test_several_files_errors(tmp_path, simulations):
     with pytest.raises(FileNotFoundError, match="no file matches"):
         io.read_columns(str(tmp_path / "nothing_*.parquet"))
     for bad in ([], [1, 2], 3):
-        with pytest.raises(ValueError, match="path must be a file path, a glob pattern or a non-empty list"):
+        with pytest.raises(ValueError, match="path must be a file path, a glob pattern or a non-empty list of them"):
             io.read_columns(bad)

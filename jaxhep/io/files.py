@@ -185,18 +185,23 @@ def read_array(path: str | os.PathLike | Sequence[str | os.PathLike], columns: S
 # -- checks -----------------------------------------------------------------------------------
 
 def _paths(path) -> list:
-    """The files `path` names: itself, the entries of a list, or the matches of a glob pattern."""
+    """The files `path` names: itself or the matches of a glob pattern, or those of each entry of
+    a list."""
     if isinstance(path, (str, os.PathLike)):
-        text = os.fspath(path)
+        path = [path]
+    if not (isinstance(path, Sequence) and path and all(isinstance(p, (str, os.PathLike)) for p in path)):
+        raise ValueError(f"path must be a file path, a glob pattern or a non-empty list of them, got {path!r}")
+    files = []
+    for entry in path:
+        text = os.fspath(entry)
         if not os.path.exists(text) and any(c in text for c in "*?["):
             matches = sorted(glob.glob(text))
             if not matches:
                 raise FileNotFoundError(f"no file matches {text!r}")
-            return matches
-        return [path]
-    if isinstance(path, Sequence) and path and all(isinstance(p, (str, os.PathLike)) for p in path):
-        return list(path)
-    raise ValueError(f"path must be a file path, a glob pattern or a non-empty list of file paths, got {path!r}")
+            files.extend(matches)
+        else:
+            files.append(entry)
+    return files
 
 
 def _check_range(start, stop):

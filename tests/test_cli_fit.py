@@ -1,0 +1,87 @@
+"""`jaxhep fit`: SBI on simulations kept in files, checked against a closed-form posterior."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from helpers import NOISE, conjugate_data
+from jaxhep.cli import main
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def write_table(path, columns):
+    pq.write_table(pa.table({name: np.asarray(values, np.float64) for name, values in columns.items()}), path)
+
+
+def test_fit_on_files_matches_the_conjugate_posterior(tmp_path):
+    # theta ~ N(0, I), x = theta + N(0, NOISE^2 I): the posterior is N(0.8 x, 0.2 I). The
+    # simulations are split over two files, read through a glob pattern.
+    theta, x = (np.asarray(a) for a in conjugate_data(3000, seed=5))
+    for i, rows in enumerate((slice(0, 1000), slice(1000, 3000))):
+        write_table(tmp_path / f"sims_{i}.parquet", {"mu0": theta[rows, 0], "mu1": theta[rows, 1],
+                                                     "y0": x[rows, 0], "y1": x[rows, 1]})
+    observed = np.array([[0.5, -1.0], [1.5, 0.2], [9.0, 9.0]])
+    write_table(tmp_path / "data.parquet", {"y0": observed[:, 0], "y1": observed[:, 1]})
+    out = tmp_path / "out"
+    code = main(["fit", str(tmp_path / "sims_*.parquet"), "--theta", "mu0,mu1", "--x", "y0,y1",
+                 "--observed", str(tmp_path / "data.parquet"), "--observed-rows", "0,1", "--num-samples", "4000",
+                 "--max-epochs", "40", "--seed", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["simulations"] == 3000 and summary["theta"] == ["mu0", "mu1"] and 1 <= summary["epochs"] <= 40
+    assert len(summary["observations"]) == 2
+    sd = np.sqrt(NOISE**2 / (1 + NOISE**2))  # 0.447
+    for row, obs in zip(observed[:2], summary["observations"]):
+        np.testing.assert_allclose(obs["x"], row)
+        np.testing.assert_allclose(obs["mean"], row / (1 + NOISE**2), atol=0.1)
+        np.testing.assert_allclose(obs["std"], sd, rtol=0.15)
+        np.testing.assert_allclose(obs["quantiles"]["0.5"], obs["mean"], atol=0.05)
+        assert np.all(np.array(obs["quantiles"]["0.025"]) < obs["mean"])
+    with np.load(out / "samples.npz") as saved:
+        samples = saved["samples"]
+        assert samples.shape == (2, 4000, 2) and list(saved["theta_names"]) == ["mu0", "mu1"]
+    np.testing.assert_allclose(samples.mean(1), [o["mean"] for o in summary["observations"]], rtol=1e-5)
+    for name in ("corner", "loss"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The saved posterior is the trained one.
+    from jaxhep.io import load
+
+    posterior = load(summary["files"]["posterior"])
+    assert posterior.history.epochs == summary["epochs"]
+
+
+def test_fit_respects_bounds_and_reports_bad_input(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-1.0, 1.0, (600, 1))
+    x = theta + 0.3 * rng.normal(size=(600, 1))
+    sims = tmp_path / "sims.parquet"
+    write_table(sims, {"t": theta[:, 0], "x": x[:, 0], "label": np.arange(600)})
+    write_table(tmp_path / "obs.parquet", {"x": [0.95, np.nan]})
+    out = tmp_path / "out"
+    common = [str(sims), "--theta", "t", "--x", "x", "--max-epochs", "3", "--num-samples", "500", "--out", str(out),
+              "--no-progress"]
+    # Data near the edge: all the posterior's samples stay inside the prior's box.
+    assert main(["fit", *common, "--bounds=-1:1", "--observed", str(tmp_path / "obs.parquet"),
+                 "--observed-rows", "0"]) == 0
+    with np.load(out / "samples.npz") as saved:
+        assert saved["samples"].shape == (1, 500, 1)
+        assert np.all(np.abs(saved["samples"]) <= 1.0)
+    assert json.loads((out / "summary.json").read_text())["bounds"] == [[-1.0, 1.0]]
+    capsys.readouterr()
+    for extra, message in (
+            (["--bounds=1:-1"], "--bounds must be LOW:HIGH for each parameter"),
+            (["--bounds=-1:1,0:1"], r"--bounds gives 2 intervals for 1 parameters \['t'\]"),
+            (["--bounds=0:0.5"], "outside the prior's support"),
+            (["--observed", str(tmp_path / "obs.parquet")], r"observed rows \[1\] hold NaN or inf"),
+            (["--observed", str(tmp_path / "obs.parquet"), "--observed-rows", "2"], "--observed-rows must lie in 0..1"),
+            (["--x", "t"], r"--theta and --x share columns: \['t'\]"),
+            (["--x", "x,"], "--x must be column names separated by commas"),
+            (["--x", "z"], "has no column 'z'"),
+            (["--method", "abc"], "unknown method 'abc'")):
+        assert main(["fit", *common, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert re.search(message, err), (extra, err)
