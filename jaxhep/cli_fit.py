@@ -8,7 +8,9 @@ NPE (or NPSE/FMPE), and, for each row of the observed file, draws posterior samp
 their mean, standard deviation and 2.5/16/50/84/97.5% quantiles. Written into `--out`: the
 trained posterior (`posterior.jaxhep`, for `jaxhep.io.load`), the loss curves, a corner plot of
 the first observation's posterior, all samples (`samples.npz`, shape (observations, samples,
-parameters)) and `summary.json`.
+parameters)) and `summary.json`. With `--coverage N`, N random simulations are kept out of
+training and the expected coverage of the posterior's highest-density regions on them is
+reported (and plotted): the calibration check for a simulator without a reference posterior.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ def fit_files(args: argparse.Namespace) -> int:
 
     import jaxhep
     from jaxhep import compilation
+    from jaxhep.diagnostics import expected_coverage
     from jaxhep.io import read_columns, save
-    from jaxhep.plotting import corner, loss_curves
+    from jaxhep.plotting import corner, coverage_curve, loss_curves
 
     theta_names, x_names = _names(args.theta, "--theta"), _names(args.x, "--x")
     if set(theta_names) & set(x_names):
@@ -99,12 +102,24 @@ def fit_files(args: argparse.Namespace) -> int:
             bad = np.flatnonzero(~np.all(np.isfinite(x_obs), axis=1)).tolist()
             raise ValueError(f"observed rows {bad} hold NaN or inf; choose others with --observed-rows")
 
+    n_read, held_out = len(theta), None
+    if args.coverage:
+        if not 10 <= args.coverage <= len(theta) // 2:
+            raise ValueError(f"--coverage must lie in 10..{len(theta) // 2} (at most half of the {len(theta)} "
+                             f"simulations), got {args.coverage}")
+        # A random set of simulations, kept out of training, on which the posterior's credible
+        # regions are checked.
+        order = np.random.default_rng(args.seed).permutation(len(theta))
+        test, train = order[:args.coverage], order[args.coverage:]
+        held_out = theta[test], x[test]
+        theta, x = theta[train], x[train]
+
     settings = {"progress": progress, "devices": devices}
     if args.max_epochs is not None:
         settings["max_epochs"] = args.max_epochs
     if args.method == "npe":
         settings["density_estimator"] = args.density_estimator
-    k_fit, k_sample = jax.random.split(jax.random.key(args.seed))
+    k_fit, k_sample, k_coverage = jax.random.split(jax.random.key(args.seed), 3)
     t0 = time.perf_counter()
     posterior = method_class(**settings).fit(k_fit, theta, x, prior=prior)
     t_train = time.perf_counter() - t0
@@ -115,7 +130,7 @@ def fit_files(args: argparse.Namespace) -> int:
     save(files["posterior"], posterior, overwrite=True)
     loss_curves(posterior.history, path=files["loss"])
     summary = {
-        "simulations": len(theta), "simulation_files": args.simulations, "theta": theta_names, "x": x_names,
+        "simulations": n_read, "trained_on": len(theta), "simulation_files": args.simulations, "theta": theta_names, "x": x_names,
         "bounds": None if prior is None else np.stack([prior.base_dist.low, prior.base_dist.high], 1).tolist(),
         "method": args.method, "seed": args.seed, "epochs": posterior.history.epochs,
         "best_epoch": posterior.history.best_epoch,
@@ -137,11 +152,22 @@ def fit_files(args: argparse.Namespace) -> int:
             {"x": row.tolist(), "mean": s.mean(0).tolist(), "std": s.std(0).tolist(),
              "quantiles": {str(q): np.quantile(s, q, axis=0).tolist() for q in QUANTILES}}
             for row, s in zip(x_obs, samples)]
+    if held_out is not None:
+        levels = np.linspace(0.0, 1.0, 21)
+        t0 = time.perf_counter()
+        coverage = expected_coverage(k_coverage, posterior, *held_out, levels, num_posterior_samples=500)
+        summary["seconds"]["coverage"] = time.perf_counter() - t0
+        files["coverage"] = os.path.join(args.out, "coverage.png")
+        coverage_curve(levels, coverage, path=files["coverage"], num_pairs=len(held_out[0]))
+        summary["coverage"] = {"held_out": len(held_out[0]), "levels": levels.tolist(), "hpd": coverage.tolist()}
+        at = {f"{q:.2f}": float(coverage[i]) for i, q in enumerate(levels) if round(q, 2) in (0.5, 0.9, 0.95)}
+        say(f"expected coverage of the highest-density regions on {len(held_out[0])} held-out simulations: "
+            + ", ".join(f"{v:.2f} at {k}" for k, v in at.items()) + " (calibrated: equal to the level)")
     summary["files"] = files
     json_path = os.path.join(args.out, "summary.json")
     with open(json_path, "w") as f:
         json.dump(summary, f, indent=2)
-    print(json.dumps({"simulations": len(theta), "epochs": posterior.history.epochs, "summary": json_path}))
+    print(json.dumps({"simulations": n_read, "epochs": posterior.history.epochs, "summary": json_path}))
     return 0
 
 
@@ -165,6 +191,9 @@ def register(sub) -> None:
     parser.add_argument("--key", default=None, help="HDF5: the group or table to read")
     parser.add_argument("--max-length", type=int, default=None,
                         help="pad (with NaN) or cut columns with a varying number of values per row to this many")
+    parser.add_argument("--coverage", type=int, default=0, metavar="N",
+                        help="keep N random simulations out of training and report the expected coverage of the "
+                             "posterior's highest-density regions on them, a calibration check (default 0: off)")
     parser.add_argument("--out", default="./jaxhep-fit", help="output directory (default ./jaxhep-fit)")
     add_common_arguments(parser)
     parser.set_defaults(func=fit_files)

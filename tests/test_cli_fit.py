@@ -29,10 +29,16 @@ def test_fit_on_files_matches_the_conjugate_posterior(tmp_path):
     out = tmp_path / "out"
     code = main(["fit", str(tmp_path / "sims_*.parquet"), "--theta", "mu0,mu1", "--x", "y0,y1",
                  "--observed", str(tmp_path / "data.parquet"), "--observed-rows", "0,1", "--num-samples", "4000",
-                 "--max-epochs", "40", "--seed", "1", "--out", str(out), "--no-progress"])
+                 "--max-epochs", "40", "--seed", "1", "--coverage", "300", "--out", str(out), "--no-progress"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["simulations"] == 3000 and summary["theta"] == ["mu0", "mu1"] and 1 <= summary["epochs"] <= 40
+    assert summary["simulations"] == 3000 and summary["trained_on"] == 2700 and summary["theta"] == ["mu0", "mu1"]
+    assert 1 <= summary["epochs"] <= 40
+    # Calibration on the 300 held-out simulations: coverage near the level (its Monte Carlo
+    # sd is at most 0.029 here; an over- or under-confident posterior would miss by far more).
+    levels, coverage = np.array(summary["coverage"]["levels"]), np.array(summary["coverage"]["hpd"])
+    assert summary["coverage"]["held_out"] == 300 and len(levels) == 21
+    np.testing.assert_allclose(coverage, levels, atol=0.1)
     assert len(summary["observations"]) == 2
     sd = np.sqrt(NOISE**2 / (1 + NOISE**2))  # 0.447
     for row, obs in zip(observed[:2], summary["observations"]):
@@ -45,7 +51,7 @@ def test_fit_on_files_matches_the_conjugate_posterior(tmp_path):
         samples = saved["samples"]
         assert samples.shape == (2, 4000, 2) and list(saved["theta_names"]) == ["mu0", "mu1"]
     np.testing.assert_allclose(samples.mean(1), [o["mean"] for o in summary["observations"]], rtol=1e-5)
-    for name in ("corner", "loss"):
+    for name in ("corner", "loss", "coverage"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The saved posterior is the trained one.
     from jaxhep.io import load
@@ -81,7 +87,8 @@ def test_fit_respects_bounds_and_reports_bad_input(tmp_path, capsys):
             (["--x", "t"], r"--theta and --x share columns: \['t'\]"),
             (["--x", "x,"], "--x must be column names separated by commas"),
             (["--x", "z"], "has no column 'z'"),
-            (["--method", "abc"], "unknown method 'abc'")):
+            (["--method", "abc"], "unknown method 'abc'"),
+            (["--coverage", "301"], r"--coverage must lie in 10..300 \(at most half of the 600 simulations\)")):
         assert main(["fit", *common, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert re.search(message, err), (extra, err)
