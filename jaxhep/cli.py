@@ -54,7 +54,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _setup_run(args: argparse.Namespace):
     """Check the shared options, make the CPU devices training will use (before JAX first runs)
-    and switch on the compilation cache if asked; returns (estimator class, devices)."""
+    and switch on the compilation cache if asked; returns (estimator class, the estimator's
+    settings that the shared options give)."""
     import dataclasses
 
     import jax
@@ -76,7 +77,12 @@ def _setup_run(args: argparse.Namespace):
         # would leave out the sampling and C2ST programs, and with any threshold, whether a program
         # near it is cached would depend on how busy the machine is.
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return method_class, devices
+    settings = {"progress": not args.no_progress, "devices": devices}
+    if args.max_epochs is not None:
+        settings["max_epochs"] = args.max_epochs
+    if args.method == "npe":
+        settings["density_estimator"] = args.density_estimator
+    return method_class, settings
 
 
 def _training_devices(choice: str, batch_size: int) -> str | int | None:
@@ -126,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.simulations < 10:
         raise ValueError(f"--simulations must be at least 10, got {args.simulations}")
-    method_class, devices = _setup_run(args)  # before JAX first runs
+    method_class, settings = _setup_run(args)  # before JAX first runs
+    devices = settings["devices"]
 
     import jax
     import numpy as np
@@ -145,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--embedding {args.embedding} needs a task whose x is a set of iid draws "
                          f"({', '.join(with_items)}); {task.name}'s x is not")
     os.makedirs(args.out, exist_ok=True)
-    progress = not args.no_progress
-    say = print if progress else (lambda *a, **k: None)
+    say = print if settings["progress"] else (lambda *a, **k: None)
 
     k_sim, k_fit, k_sample, k_ref, k_c2st = jax.random.split(jax.random.key(args.seed), 5)
     t0 = time.perf_counter()
@@ -154,11 +160,6 @@ def run(args: argparse.Namespace) -> int:
     t_sim = time.perf_counter() - t0
     say(f"simulated {args.simulations} {task.name} pairs in {t_sim:.1f} s")
 
-    settings = {"progress": progress, "devices": devices}
-    if args.max_epochs is not None:
-        settings["max_epochs"] = args.max_epochs
-    if args.method == "npe":
-        settings["density_estimator"] = args.density_estimator
     if args.embedding != "none":
         from jaxhep.nn import set_embedding
 

@@ -59,7 +59,7 @@ def fit_files(args: argparse.Namespace) -> int:
     """
     from jaxhep.cli import _setup_run
 
-    method_class, devices = _setup_run(args)
+    method_class, settings = _setup_run(args)
 
     import jax
     import numpy as np
@@ -67,7 +67,7 @@ def fit_files(args: argparse.Namespace) -> int:
     import jaxhep
     from jaxhep import compilation
     from jaxhep.diagnostics import expected_coverage
-    from jaxhep.io import read_columns, save
+    from jaxhep.io import read_array, save
     from jaxhep.plotting import corner, coverage_curve, loss_curves
 
     theta_names, x_names = _names(args.theta, "--theta"), _names(args.x, "--x")
@@ -75,21 +75,18 @@ def fit_files(args: argparse.Namespace) -> int:
         raise ValueError(f"--theta and --x share columns: {sorted(set(theta_names) & set(x_names))}")
     prior = _bounds(args.bounds, theta_names)
     read = dict(tree=args.tree, key=args.key, max_length=args.max_length)
-    progress = not args.no_progress
-    say = print if progress else (lambda *a, **k: None)
+    say = print if settings["progress"] else (lambda *a, **k: None)
 
     t0 = time.perf_counter()
-    table = read_columns(args.simulations, theta_names + x_names, **read)
-    theta = np.concatenate([table[n].reshape(len(table[n]), -1) for n in theta_names], axis=1)
-    x = np.concatenate([table[n].reshape(len(table[n]), -1) for n in x_names], axis=1)
+    theta = read_array(args.simulations, theta_names, **read)
+    x = read_array(args.simulations, x_names, **read)
     t_read = time.perf_counter() - t0
     say(f"read {len(theta)} simulations (theta {theta.shape[1]}, x {x.shape[1]} numbers) in {t_read:.1f} s")
     if theta.shape[1] != len(theta_names):
         raise ValueError(f"--theta columns must hold one number per row each; {theta_names} give {theta.shape[1]}")
     x_obs = None
     if args.observed is not None:
-        obs = read_columns(args.observed, x_names, **read)
-        x_obs = np.concatenate([obs[n].reshape(len(obs[n]), -1) for n in x_names], axis=1)
+        x_obs = read_array(args.observed, x_names, **read)
         if args.observed_rows is not None:
             rows = [int(r) for r in _names(args.observed_rows, "--observed-rows")]
             if any(not 0 <= r < len(x_obs) for r in rows):
@@ -114,11 +111,6 @@ def fit_files(args: argparse.Namespace) -> int:
         held_out = theta[test], x[test]
         theta, x = theta[train], x[train]
 
-    settings = {"progress": progress, "devices": devices}
-    if args.max_epochs is not None:
-        settings["max_epochs"] = args.max_epochs
-    if args.method == "npe":
-        settings["density_estimator"] = args.density_estimator
     k_fit, k_sample, k_coverage = jax.random.split(jax.random.key(args.seed), 3)
     t0 = time.perf_counter()
     posterior = method_class(**settings).fit(k_fit, theta, x, prior=prior)
