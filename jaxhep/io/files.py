@@ -105,28 +105,31 @@ def read_columns(path: str | os.PathLike | Sequence[str | os.PathLike], columns:
     start, stop = _check_range(start, stop)
     lengths = _check_max_length(max_length)
     files = _paths(path)
-    options = dict(tree=tree, key=key, dtype=dtype, lengths=lengths, fill_value=fill_value, format=format)
+    read = dict(dtype=dtype, lengths=lengths, fill_value=fill_value)
     if len(files) == 1:
-        return _read_one(files[0], columns, start, stop, **options)
-    # The rows of each file that fall in start..stop of all the files' rows end to end.
-    counts, names = [], None
+        with _open(files[0], tree, key, format) as source:
+            return _read_table(source, _names_in(source, columns), start, stop, **read)
+    # One pass over the files, each opened once: its columns checked, and the rows of it that
+    # fall in start..stop of all the files' rows end to end read.
+    tables, names, offset = [], None, 0
     for file in files:
         with _open(file, tree, key, format) as source:
-            available = source.names()
             if names is None:
-                names = available if columns is None else _check_columns(columns, available, source.where)
+                names = _names_in(source, columns)
             elif columns is None:
-                if available != names:
-                    raise ValueError(f"{source.where} has the columns {available}, but {str(files[0])!r} has "
+                if source.names() != names:
+                    raise ValueError(f"{source.where} has the columns {source.names()}, but {str(files[0])!r} has "
                                      f"{names}; name the columns to read")
             else:
-                _check_columns(names, available, source.where)
-            counts.append(source.num_rows(names[0]) if names else 0)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    first, last = start or 0, offsets[-1] if stop is None else stop
-    ranges = [(file, int(max(first - lo, 0)), int(min(last - lo, n)))
-              for file, lo, n in zip(files, offsets[:-1], counts) if min(last - lo, n) > max(first - lo, 0)]
-    tables = [(file, _read_one(file, names, a, b, **options)) for file, a, b in ranges or [(files[0], 0, 0)]]
+                _check_columns(names, source.names(), source.where)
+            n = source.num_rows(names[0]) if names else 0
+            begin, end = max((start or 0) - offset, 0), n if stop is None else min(stop - offset, n)
+            if end > begin:
+                tables.append((file, _read_table(source, names, begin, end, **read)))
+            offset += n
+    if not tables:  # no row in the range: the first file's columns, with no rows
+        with _open(files[0], tree, key, format) as source:
+            tables.append((files[0], _read_table(source, names, 0, 0, **read)))
     out = {}
     for name in names:
         widths = {str(file): table[name].shape[1:] for file, table in tables}
@@ -137,23 +140,26 @@ def read_columns(path: str | os.PathLike | Sequence[str | os.PathLike], columns:
     return out
 
 
-def _read_one(path, columns, start, stop, *, tree, key, dtype, lengths, fill_value, format):
-    """`read_columns` of one file."""
-    with _open(path, tree, key, format) as source:
-        available = source.names()
-        names = available if columns is None else _check_columns(columns, available, source.where)
-        if isinstance(lengths, dict):
-            unknown = sorted(set(lengths) - set(names))
-            if unknown:
-                raise ValueError(f"max_length names columns that are not read: {unknown}; read: {names}")
-        out: dict[str, np.ndarray] = {}
-        for name in names:
-            raw = source.read(name, start, stop)
-            column = _regular(name, raw, lengths.get(name) if isinstance(lengths, dict) else lengths, fill_value)
-            if column.dtype.kind not in "biuf":
-                raise ValueError(f"column {name!r} holds {column.dtype} values; only numbers and booleans can be "
-                                 "read into arrays")
-            out[name] = column if dtype is None else column.astype(dtype, copy=False)
+def _names_in(source, columns):
+    """The columns to read from an open table: `columns`, checked against it, or all of its."""
+    available = source.names()
+    return available if columns is None else _check_columns(columns, available, source.where)
+
+
+def _read_table(source, names, start, stop, *, dtype, lengths, fill_value):
+    """The columns `names` of rows start..stop-1 of an open table, as arrays."""
+    if isinstance(lengths, dict):
+        unknown = sorted(set(lengths) - set(names))
+        if unknown:
+            raise ValueError(f"max_length names columns that are not read: {unknown}; read: {names}")
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        raw = source.read(name, start, stop)
+        column = _regular(name, raw, lengths.get(name) if isinstance(lengths, dict) else lengths, fill_value)
+        if column.dtype.kind not in "biuf":
+            raise ValueError(f"column {name!r} holds {column.dtype} values; only numbers and booleans can be "
+                             "read into arrays")
+        out[name] = column if dtype is None else column.astype(dtype, copy=False)
     rows = {name: len(a) for name, a in out.items()}
     if len(set(rows.values())) > 1:
         raise ValueError(f"the columns have different numbers of rows: {rows}")
@@ -247,7 +253,7 @@ def _regular(name, raw, max_length, fill_value):
             return values.reshape(0, 0)  # no rows, so no width to tell
         if counts.min() == counts.max():
             return values.reshape(len(counts), int(counts[0]))
-        low, high = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
+        low, high = int(counts.min()), int(counts.max())
         raise ValueError(f"column {name!r} holds from {low} to {high} values per row; pass max_length= (an int, or "
                          f"a dict such as {{{name!r}: {max(high, 1)}}}) to pad every row with fill_value or cut it to "
                          "that many values")
@@ -271,8 +277,7 @@ def _import(fmt):
 
 
 def _open(path, tree, key, format):
-    if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+    """The table in one file (a path that `_paths` gave), opened; use it as a context manager."""
     path = Path(path)
     if format is None:
         format = SUFFIXES.get(path.suffix.lower())
