@@ -22,6 +22,8 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
+# Each solve compiles its programs afresh, and compilation is most of a short run: they compile
+# with jaxhep's CPU options.
 from jaxhep.compilation import filter_jit
 from jaxhep.theory.pinn.domain import SAMPLERS, rad_resample, unit_sample
 from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
@@ -317,11 +319,6 @@ def solve(key: PRNGKeyArray, problem: PDEProblem, net: eqx.Module | PINNModel, c
         return _solve(key, problem, net, config, eval_points, eval_values, callback)
 
 
-# Each solve compiles its programs afresh, and compilation is most of a short run: they compile
-# with jaxhep's CPU options (`jaxhep.compilation`).
-_filter_jit = filter_jit
-
-
 def _solve(key, problem, net, config, eval_points, eval_values, callback):
     c = config
     solver = PINNSolver(problem, c)
@@ -330,7 +327,7 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
     model = cast_floats(model, dtype)
     if eval_points is not None:
         ep, ev = jnp.asarray(eval_points, dtype), jnp.asarray(eval_values, dtype)
-        err_fn = _filter_jit(lambda m: relative_l2(problem.predict(m, ep), ev))
+        err_fn = filter_jit(lambda m: relative_l2(problem.predict(m, ep), ev))
     else:
         err_fn = None
 
@@ -380,7 +377,7 @@ def _adam(solver, kinit, kadam, model, record, bar, compile_seconds):
     c = solver.config
     state = solver.init(kinit, model)
 
-    @_filter_jit
+    @filter_jit
     def run_chunk(state, keys):
         def body(s, k):
             s, info = solver.step(k, s)
@@ -446,7 +443,7 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     opt = optax.lbfgs(memory_size=c.lbfgs_memory,
                       linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
 
-    @_filter_jit
+    @filter_jit
     def run_chunk(p, s, pts, n):
         f = lambda q: value_fn(q, pts)  # noqa: E731
         vg = optax.value_and_grad_from_state(f)
@@ -460,9 +457,9 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
         (p, s), values = jax.lax.scan(body, (p, s), None, length=n)
         return p, s, values[-1]
 
-    terms_fn = _filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
-    value_jit = _filter_jit(value_fn)
-    new_points = _filter_jit(lambda k, p: ordered(residual_points(k, eqx.combine(p, static))))
+    terms_fn = filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
+    value_jit = filter_jit(value_fn)
+    new_points = filter_jit(lambda k, p: ordered(residual_points(k, eqx.combine(p, static))))
     s = opt.init(params)
     t_start = None
     done, best, best_p = 0, float(value_jit(params, pts)), params
