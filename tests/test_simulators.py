@@ -412,6 +412,21 @@ def test_bernoulli_glm_prior_covariance():
     assert np.all(np.abs(np.cov(s.T) - cov) < 5 * se)
 
 
+def test_a_users_edit_of_one_prior_does_not_reach_the_next():
+    # The Cholesky factor is computed once per process; each prior must get its own copy.
+    glm = simulators.get_task("bernoulli_glm")
+    before = float(glm.prior.log_prob(jnp.zeros(10)))
+    tril = glm.prior.scale_tril
+    if isinstance(tril, np.ndarray) and tril.flags.writeable:
+        tril[:] = 0.0
+    assert float(simulators.get_task("bernoulli_glm").prior.log_prob(jnp.zeros(10))) == before
+    # The public accessors hand out copies; editing them changes nothing that tasks use.
+    stimulus()[:] = 0.0
+    design_matrix()[:] = 0.0
+    assert float(simulators.get_task("bernoulli_glm").prior.log_prob(jnp.zeros(10))) == before
+    assert np.any(design_matrix()[:, 1] != 0.0)
+
+
 @pytest.mark.slow
 def test_bernoulli_glm_nuts_matches_importance_sampling():
     glm = simulators.get_task("bernoulli_glm")

@@ -21,7 +21,9 @@ _FILTER_LEN = 9
 
 @functools.cache
 def _stimulus() -> np.ndarray:
-    return np.random.RandomState(42).randn(_NUM_BINS).astype(np.float32)
+    current = np.random.RandomState(42).randn(_NUM_BINS).astype(np.float32)
+    current.flags.writeable = False  # cached: shared by every caller in this process
+    return current
 
 
 def stimulus() -> np.ndarray:
@@ -66,7 +68,9 @@ def _glm_log_likelihood(theta, data):
 @functools.cache
 def _prior_scale_tril() -> np.ndarray:
     cov = np.linalg.inv(prior_precision().astype(np.float64))
-    return np.linalg.cholesky(cov).astype(np.float32)
+    tril = np.linalg.cholesky(cov).astype(np.float32)
+    tril.flags.writeable = False  # shared by every prior built in this process
+    return tril
 
 
 class AbstractBernoulliGLM(AbstractTask):
@@ -89,7 +93,7 @@ class AbstractBernoulliGLM(AbstractTask):
     def prior(self):
         # Built from a Cholesky factor computed once in float64, not from the precision matrix,
         # so that sampling and log_prob do no factorisation when traced.
-        return dist.MultivariateNormal(np.zeros(10, np.float32), scale_tril=np.asarray(_prior_scale_tril(), np.float32))
+        return dist.MultivariateNormal(np.zeros(10, np.float32), scale_tril=_prior_scale_tril().copy())
 
     def _spikes(self, key, theta):
         return jax.random.bernoulli(key, jax.nn.sigmoid(self.X @ theta)).astype(jnp.float32)
