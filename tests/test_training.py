@@ -2,6 +2,7 @@ import sys
 import time
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,6 +75,55 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="validation_fraction"):
         fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((10, 1))), validation_fraction=1.0,
             progress=False)
+    with pytest.raises(ValueError, match="validation_batch_size"):
+        fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((10, 1))), validation_batch_size=0,
+            progress=False)
+    with pytest.raises(ValueError, match="no simulations given"):
+        drop_nonfinite((np.zeros((0, 3)), np.zeros((0, 1))))
+
+
+@pytest.mark.parametrize("slow_validation", [False, True])
+def test_a_validation_loss_never_finite_is_an_error_not_the_untrained_model(slow_validation):
+    # Finite on training minibatches (20 rows), inf on the validation chunk (100 rows); with
+    # slow_validation, tracing the validation program takes long enough that training runs
+    # ahead of it, the case in which early stopping once ran one epoch too far and crashed.
+    x, y, _ = _linear_problem(n=400)
+
+    def loss(model, key, batch):
+        if batch[0].shape[0] != 20:
+            if slow_validation:
+                time.sleep(1.0)
+            return jnp.inf + mse_loss(model, key, batch)
+        return mse_loss(model, key, batch)
+
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    with pytest.raises(RuntimeError, match="no epoch gave usable weights: the validation loss"):
+        fit(jax.random.key(1), model, loss, (x, y), batch_size=20, validation_fraction=0.25, patience=3,
+            max_epochs=50, progress=False)
+
+
+def test_a_training_loss_that_turns_nan_keeps_the_best_earlier_state_and_aligned_history():
+    x, y, _ = _linear_problem(n=400)
+
+    def loss(model, key, batch):
+        # NaN once the first weight passes 1.0 on its way from ~0 to its optimum 1.5.
+        w = model.layers[0].weight[0, 0]
+        return mse_loss(model, key, batch) + jnp.where(w > 1.0, jnp.nan, 0.0)
+
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: m.layers[0].weight, model, jnp.zeros((1, 3)))
+    with pytest.warns(UserWarning, match=r"keeping the best earlier state \(epoch"):
+        trained, hist = fit(jax.random.key(1), model, loss, (x, y), batch_size=20, learning_rate=3e-3,
+                            max_epochs=100, patience=100, progress=False)
+    assert hist.stopped_early and hist.epochs > 1 and np.isnan(hist.train_loss[-1])
+    assert len(hist.val_loss) == len(hist.train_loss) and np.isnan(hist.val_loss[-1])
+    assert np.all(np.isfinite(hist.val_loss[:-1])) and hist.best_epoch < hist.epochs - 1
+    assert 0.0 < float(trained.layers[0].weight[0, 0]) <= 1.0
+
+    # NaN from the first epoch: nothing usable to return.
+    with pytest.raises(RuntimeError, match="no epoch gave usable weights: the training loss"):
+        fit(jax.random.key(1), model, lambda m, k, b: mse_loss(m, k, b) + jnp.nan, (x, y), max_epochs=5,
+            progress=False)
 
 
 def test_no_validation_trains_all_epochs():
@@ -89,7 +139,6 @@ def test_no_validation_trains_all_epochs():
 def test_epoch_program_compiles_once_with_weak_typed_parameters():
     """A model with weak-typed leaves (jnp.full(shape, 1.0)) must not recompile after the first
     update; a second compile used to cost as much as the first (seconds for a flow)."""
-    import equinox as eqx
 
     class Scale(eqx.Module):
         w: jax.Array
@@ -176,7 +225,6 @@ def test_validation_draws_average_a_stochastic_validation_loss():
 def test_plateau_schedule_reduces_the_step_size_when_validation_stalls():
     """Minimising w^2 by SGD at step size 1 flips the sign of w at every step, so the validation
     loss stays at 1 until the schedule halves the step, which then lands on w = 0 exactly."""
-    import equinox as eqx
     import optax
 
     class W(eqx.Module):

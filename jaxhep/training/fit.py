@@ -31,7 +31,8 @@ class History(eqx.Module):
 
     Attributes:
         train_loss: mean training loss of each epoch.
-        val_loss: validation loss after each epoch (empty without a validation split).
+        val_loss: validation loss after each epoch (empty without a validation split; NaN for
+            an epoch whose training loss was not finite, where training stopped).
         best_epoch: index of the epoch whose state was kept.
         epochs: number of epochs run.
         stopped_early: whether patience ran out before `max_epochs`.
@@ -71,6 +72,8 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
         (data without those rows, number dropped). The input is not modified.
     """
     n = _leading_size(data)
+    if n == 0:
+        raise ValueError(f"no {what} given: expected arrays with at least one row")
     ok = np.ones(n, dtype=bool)
     for leaf in jax.tree_util.tree_leaves(data):
         arr = np.asarray(leaf)
@@ -397,10 +400,12 @@ def fit(
     Raises:
         ValueError: for inconsistent data, bad settings, or non-finite data when
             `drop_invalid` is False.
+        RuntimeError: when no epoch gives usable weights (a loss that is NaN or inf from the
+            first epoch on).
     """
     start = time.perf_counter()
     for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience),
-                        ("validation_draws", validation_draws)):
+                        ("validation_draws", validation_draws), ("validation_batch_size", validation_batch_size)):
         check_positive_int(name, value)
     mesh = data_mesh(devices)
     n_shards = 1 if mesh is None else mesh.size
@@ -504,7 +509,8 @@ def fit(
         validate_jit.lower(weights, frozen, val_chunks, k_val, **validate_kw).compile()
 
     train_hist, val_hist = [], []
-    best_params, best_val, best_epoch, since_best = params, np.inf, 0, 0
+    # best_epoch -1: no epoch has given usable weights yet (early stopping counts from there).
+    best_params, best_val, best_epoch, since_best = params, np.inf, -1, 0
     stopped_early = False
     # The step-size factor of the plateau schedule, passed as an argument so that changing it
     # does not recompile the training program.
@@ -537,8 +543,9 @@ def fit(
                     lr_scale, since_decay = lr_scale * lr_decay_factor, 0
             bar.set_postfix(train=f"{train_hist[epoch]:.4f}", val=f"{vl:.4f}", best=f"{best_val:.4f}", refresh=False)
             if since_best >= patience:
-                # No epoch after it has been trained: see the loop below.
-                assert not pending and len(train_hist) == epoch + 1
+                # No epoch after it has been trained (see the loop below), unless no epoch has
+                # given usable weights at all, which ends in an error after the loop.
+                assert best_epoch < 0 or (not pending and len(train_hist) == epoch + 1)
                 stopped_early = True
                 return True
         return False
@@ -559,8 +566,10 @@ def fit(
             lowered.compile()
         for epoch in range(max_epochs):
             # Train ahead of validation only while the epoch is needed whatever the pending
-            # validation losses are: early stopping cannot end training before best + patience.
-            if pending and epoch > best_epoch + patience and validate_pending(wait=True):
+            # validation losses are: early stopping cannot end training before best + patience
+            # (epoch 0 counts as best until validated: only a loss that is not finite fails to
+            # improve on none).
+            if pending and epoch > max(best_epoch, 0) + patience and validate_pending(wait=True):
                 break
             scales.append(lr_scale)
             # The shuffle on the host: in the program, jax.random.permutation's sorts cost
@@ -577,9 +586,12 @@ def fit(
             if not np.isfinite(tl):
                 # Unless an earlier epoch, still waiting for validation, stops training first.
                 if not validate_pending(wait=True):
-                    warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier state",
-                                  stacklevel=2)
+                    if best_epoch >= 0:
+                        warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier "
+                                      f"state (epoch {best_epoch})", stacklevel=2)
                     stopped_early = True
+                    if val is not None:
+                        val_hist.append(np.nan)  # not validated: one entry per epoch all the same
                 break
             if val is None:
                 best_params, best_epoch = current, epoch
@@ -595,6 +607,13 @@ def fit(
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
+    if best_epoch < 0:
+        what = "training" if val is None or not np.isfinite(train_hist[-1]) else "validation"
+        raise RuntimeError(
+            f"no epoch gave usable weights: the {what} loss was not finite (training losses "
+            f"{np.round(train_hist[:5], 4).tolist()}{' ...' if len(train_hist) > 5 else ''}, validation losses "
+            f"{np.round(val_hist[:5], 4).tolist()}{' ...' if len(val_hist) > 5 else ''}); check the data "
+            f"(e.g. values on a bounded prior's edge) and the learning rate")
     history = History(
         # device_put of numpy arrays: jnp.asarray of a list compiles a conversion.
         train_loss=jax.device_put(np.asarray(train_hist, np.float32)),
