@@ -116,6 +116,28 @@ def test_standardized_respects_box_support_and_normalises():
     assert float(q.log_prob(jnp.array([0.5, -0.1]), x)) == -np.inf
 
 
+def test_z_scoring_leaves_constant_columns_alone_and_keeps_small_units():
+    from jaxhep.densities.standardize import make_standardizer
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    # Columns: constant 0.1 (its float32 spread is rounding error, ~1e-8), constant 0, constant
+    # 1/3, a varying column in units of 1e-9, and an ordinary one.
+    x = np.stack([np.full(n, 0.1), np.zeros(n), np.full(n, 1 / 3), 1e-9 * (2.0 + rng.normal(size=n)),
+                  5.0 + 2.0 * rng.normal(size=n)], axis=1).astype(np.float32)
+    theta = rng.normal(size=(n, 2)).astype(np.float32)
+    theta[:, 1] = 0.3
+    _, x_loc, x_scale, _, _ = make_standardizer(theta, x)
+    np.testing.assert_array_equal(np.asarray(x_scale[:3]), 1.0)
+    np.testing.assert_allclose(np.asarray(x_scale[3:]), x[:, 3:].std(axis=0), rtol=1e-5)
+    # An observation 1e-4 away from the constant value stays 1e-4 away in z-space.
+    z = (np.float32(0.1001) - np.asarray(x_loc[0])) / np.asarray(x_scale[0])
+    assert abs(z - 1e-4) < 1e-6
+    to_base, *_ = make_standardizer(theta, x)
+    u = np.asarray(to_base.transform(jnp.array([0.0, 0.3001])))
+    assert abs(u[1] - 1e-4) < 1e-5
+
+
 def test_transform_rows_matches_vmap_and_compiles_once_per_structure(monkeypatch):
     from jaxhep.densities import transform_rows
 

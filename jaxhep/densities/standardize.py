@@ -134,8 +134,13 @@ class Standardized(AbstractConditionalDensity):
 def _robust_loc_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     loc = a.mean(axis=0)
     scale = a.std(axis=0)
-    # Constant columns carry no information; a unit scale keeps them finite.
-    scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(loc)), scale, 1.0)
+    # Constant columns carry no information: they get their value as location and a unit
+    # scale. They are found by comparing values, not by a small standard deviation: in float32
+    # the mean and spread of 1000 copies of 0.1 come out with errors of ~1e-6, and dividing by
+    # such a spread would send an observation 1e-4 away to a z-score of 100.
+    constant = np.all(a == a[:1], axis=0)
+    loc = np.where(constant, a[0], loc)
+    scale = np.where(constant | ~(scale > 0), 1.0, scale)
     return loc, scale
 
 
