@@ -88,9 +88,14 @@ def rqs_forward(x, params, bound: float):
 
 def rqs_inverse(y, params, bound: float):
     """Inverse spline x = g^{-1}(y) and log |d g^{-1}/dy|, elementwise."""
-    x0, width, y0, height, d0, d1 = _bin(y, params, bound, inverse=True)
+    outside = (y <= -bound) | (y >= bound)
+    # Outside the interval the quadratic below has no root in [0, 1] (its sqrt and division
+    # give inf/NaN there); jnp.where discards those values but not their NaN gradients, so the
+    # solve runs on a point inside and the tails take y itself.
+    y_in = jnp.where(outside, 0.0, y)
+    x0, width, y0, height, d0, d1 = _bin(y_in, params, bound, inverse=True)
     s = height / width
-    dy = y - y0
+    dy = y_in - y0
     c_sum = d1 + d0 - 2.0 * s
     a = height * (s - d0) + dy * c_sum
     b = height * d0 - dy * c_sum
@@ -98,5 +103,4 @@ def rqs_inverse(y, params, bound: float):
     disc = jnp.maximum(b**2 - 4.0 * a * c, 0.0)
     # The root of a xi^2 + b xi + c = 0 that lies in [0, 1], in the cancellation-free form.
     xi = jnp.clip(2.0 * c / (-b - jnp.sqrt(disc)), 0.0, 1.0)
-    outside = (y <= -bound) | (y >= bound)
     return jnp.where(outside, y, x0 + xi * width), jnp.where(outside, 0.0, -_log_grad(xi, s, d0, d1))
