@@ -100,9 +100,11 @@ def support_bounds(prior, dim: int) -> tuple[np.ndarray, np.ndarray]:
         low = np.zeros(dim)
     elif hasattr(support, "lower_bound"):
         low = np.broadcast_to(np.asarray(support.lower_bound, dtype=float), (dim,)).copy()
+    elif hasattr(support, "upper_bound"):
+        high = np.broadcast_to(np.asarray(support.upper_bound, dtype=float), (dim,)).copy()
     else:
         raise ValueError(
-            f"prior support {prior.support} is not a box; jaxhep handles real, interval and "
-            "lower-bounded supports"
+            f"prior support {prior.support} is not a box; jaxhep handles real, interval, "
+            "lower-bounded and upper-bounded supports"
         )
     return low, high
