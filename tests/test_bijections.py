@@ -96,6 +96,51 @@ def test_conditioning_changes_the_map():
     assert float(jnp.max(jnp.abs(bij.transform(x, jnp.zeros(COND)) - bij.transform(x, jnp.ones(COND))))) > 1e-3
 
 
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("transformer", ["affine", "spline"])
+def test_every_made_output_depends_on_the_condition(dim, transformer):
+    # Including the first, which sees no input: a one-dimensional conditional MAF used to
+    # ignore its condition.
+    bij = perturb(MaskedAutoregressive(dim, COND, transformer, 16, num_bins=5, key=jax.random.key(1)),
+                  jax.random.key(2), 0.2)
+    x = jnp.linspace(-0.5, 0.5, dim)
+    jac_c = jax.jacobian(lambda c: bij.transform(x, c))(jnp.array([0.3, -0.2]))
+    assert np.all(np.max(np.abs(np.asarray(jac_c)), axis=1) > 1e-3)
+    jac = jax.jacobian(lambda v: bij.transform(v, jnp.ones(COND)))(x)
+    np.testing.assert_allclose(jnp.triu(jac, 1), 0.0, atol=1e-7)
+
+
+def test_spline_inverse_has_finite_gradients_in_the_tails():
+    spline = SplineTransformer(6, 3.0)
+    params = 0.5 * jax.random.normal(jax.random.key(3), (6, 3 * 6 + 1))
+    y = jnp.array([-5.0, -3.5, -3.0, 3.0, 3.5, 5.0])  # all on or beyond the bound: identity there
+
+    def f(y, p):
+        x, ld = spline.inverse(y, p)
+        return jnp.sum(x ** 2 + ld)
+
+    gy, gp = jax.grad(f, (0, 1))(y, params)
+    np.testing.assert_allclose(gy, 2 * y, rtol=1e-6)
+    np.testing.assert_array_equal(gp, 0.0)
+    # Through a flow's sampling path, where base draws beyond the bound are common.
+    from jaxhep.densities import nsf
+    flow = perturb(nsf(2, 1, key=jax.random.key(4)), jax.random.key(5))
+    g = eqx.filter_grad(lambda m: jnp.mean(m.sample(jax.random.key(6), jnp.array([0.5]), (512,)) ** 2))(flow)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(g))
+
+
+def test_conditional_bijections_check_their_condition():
+    x = jnp.zeros(DIM)
+    for name in ("coupling_spline", "made_affine"):
+        bij = REGISTRY[name]
+        with pytest.raises(ValueError, match="got None"):
+            bij.transform(x)
+        with pytest.raises(ValueError, match=rf"shape \({COND},\), got shape \(3,\)"):
+            bij.transform(x, jnp.zeros(3))
+        with pytest.raises(ValueError, match=rf"shape \({COND},\)"):
+            eqx.filter_jit(lambda b, y, c: b.inverse(y, c))(bij, x, jnp.zeros((4, COND)))
+
+
 def test_box_maps_into_support_and_flags_domain():
     box = REGISTRY["box"]
     y = jax.random.normal(jax.random.key(5), (1000, DIM)) * 5
@@ -129,6 +174,36 @@ def test_bad_arguments_raise():
             SplineTransformer(num_bins=bins)
     with pytest.raises(ValueError, match="backend"):
         SplineTransformer(backend="torch")
+    for width in (0, 2.5):
+        with pytest.raises(ValueError, match="width"):
+            MaskedAutoregressive(3, 2, width=width, key=jax.random.key(0))
+
+
+def test_support_bounds_of_each_kind_of_support():
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    from jaxhep.bijections.support import support_bounds
+
+    class Bounded:  # all support_bounds reads of a prior
+        def __init__(self, support):
+            self.support = support
+
+    cases = [
+        (dist.Normal(jnp.zeros(2)).to_event(1), [-np.inf, -np.inf], [np.inf, np.inf]),
+        (dist.Uniform(jnp.array([0.0, -1.0]), jnp.array([1.0, 2.0])).to_event(1), [0.0, -1.0], [1.0, 2.0]),
+        (dist.Exponential(jnp.ones(2)).to_event(1), [0.0, 0.0], [np.inf, np.inf]),
+        (Bounded(constraints.independent(constraints.greater_than(jnp.array([1.0, 2.0])), 1)), [1.0, 2.0],
+         [np.inf, np.inf]),
+        (Bounded(constraints.independent(constraints.less_than(jnp.array([1.0, 2.0])), 1)), [-np.inf, -np.inf],
+         [1.0, 2.0]),
+    ]
+    for prior, low, high in cases:
+        lo, hi = support_bounds(prior, 2)
+        np.testing.assert_array_equal(lo, low)
+        np.testing.assert_array_equal(hi, high)
+    with pytest.raises(ValueError, match="not a box"):
+        support_bounds(dist.Dirichlet(jnp.ones(2)), 2)
 
 
 def test_stacked_equals_chain_of_its_layers():

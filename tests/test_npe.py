@@ -142,6 +142,18 @@ def test_other_estimators_train_and_sample(estimator):
     np.testing.assert_allclose(np.asarray(s.mean(0)), [0.8, -0.8], atol=0.2)
 
 
+@pytest.mark.parametrize("estimator", ["maf", "nsf_autoregressive", "nsf"])
+def test_one_parameter_posteriors_follow_the_observation(estimator):
+    # theta ~ N(0, 1), x = theta + N(0, NOISE^2) in one dimension: posterior N(0.8 x, 0.2).
+    # (The autoregressive estimators once ignored x entirely when theta had one dimension.)
+    theta, x = conjugate_data(1500, seed=4)
+    theta, x = theta[:, :1], x[:, :1]
+    post = NPE(density_estimator=estimator, **(SMALL | dict(max_epochs=25))).fit(jax.random.key(9), theta, x)
+    for xo in (1.0, -1.0):
+        s = post.sample(jax.random.key(10), jnp.array([xo]), (5000,))
+        assert abs(float(s.mean()) - 0.8 * xo) < 0.2 and abs(float(s.std()) - 0.2 ** 0.5) < 0.15
+
+
 def test_activation_and_tail_bound_reach_every_estimator():
     """NPE's defaults (tanh, bound 5) and sbi's NSF settings (relu, bound 3) end up in the built networks."""
     from jaxhep.nn import get_activation

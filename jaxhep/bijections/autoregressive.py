@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.bijections.base import AbstractBijection, _check_dims
+from jaxhep.bijections.base import AbstractBijection, _check_condition, _check_dims
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer, make_transformer
+from jaxhep.checks import check_positive_int
 from jaxhep.nn import get_activation
 from jaxhep.nn.init import linear, numpy_rng
 
@@ -25,10 +26,20 @@ class _MaskedLinear(eqx.Module):
         return jnp.where(self.mask, self.weight, 0.0) @ h + self.bias
 
 
-def _made_masks(dim: int, width: int, depth: int, params_per_dim: int):
-    """Connectivity masks of MADE (Germain et al. 2015): output i sees inputs < i only."""
+def _made_masks(dim: int, width: int, depth: int, params_per_dim: int, conditional: bool = False):
+    """Connectivity masks of MADE (Germain et al. 2015): output i sees inputs < i only.
+
+    With a condition, hidden degrees start at 0: units of degree 0 see no input but the
+    condition (added to the first hidden layer), and they feed every output, so that the first
+    dimension's transform depends on the condition too. (With degrees from 1, as in nflows'
+    MADE, output 0 is connected to no hidden unit: its transform is a constant, and a
+    one-dimensional conditional MAF ignores its condition altogether.)
+    """
     in_deg = np.arange(1, dim + 1)
-    hidden_deg = [(np.arange(width) % max(dim - 1, 1)) + 1 for _ in range(depth)]
+    if conditional:
+        hidden_deg = [np.arange(width) % dim for _ in range(depth)]
+    else:
+        hidden_deg = [(np.arange(width) % max(dim - 1, 1)) + 1 for _ in range(depth)]
     masks, prev = [], in_deg
     for deg in hidden_deg:
         masks.append(jnp.asarray(deg[:, None] >= prev[None, :]))
@@ -62,12 +73,12 @@ class MaskedAutoregressive(AbstractBijection):
                  depth: int = 2, activation: str | Callable = "relu", num_bins: int = 10,
                  bound: float = 3.0, *, key: PRNGKeyArray):
         _check_dims(dim, cond_dim)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        check_positive_int("depth", depth, numpy_ints=False)
+        check_positive_int("width", width, numpy_ints=False)
         self.dim, self.cond_dim = dim, cond_dim
         self.transformer = make_transformer(transformer, num_bins, bound)
         p = self.transformer.num_params
-        masks = _made_masks(dim, width, depth, p)
+        masks = _made_masks(dim, width, depth, p, conditional=cond_dim > 0)
         sizes = [dim] + [width] * depth + [dim * p]
         rng = numpy_rng(key)
         layers = []
@@ -80,6 +91,7 @@ class MaskedAutoregressive(AbstractBijection):
         self.activation = get_activation(activation)
 
     def _params(self, x, condition):
+        _check_condition(condition, self.cond_dim, "MaskedAutoregressive")
         h = self.layers[0](x)
         if self.context_layer is not None:
             h = h + self.context_layer(condition)

@@ -53,3 +53,15 @@ def _check_dims(dim: int, cond_dim: int) -> None:
     check_positive_int("dim", dim, numpy_ints=False)
     if not isinstance(cond_dim, int) or cond_dim < 0:
         raise ValueError(f"cond_dim must be a non-negative integer, got {cond_dim!r}")
+
+
+def _check_condition(condition, cond_dim: int, name: str) -> None:
+    """Raise ValueError unless a conditional bijection got a vector of size `cond_dim` (shapes
+    are static, so this also runs under jit)."""
+    if cond_dim == 0:
+        return
+    if condition is None:
+        raise ValueError(f"{name} is conditional: expected a condition vector of size {cond_dim}, got None")
+    if jnp.shape(condition) != (cond_dim,):
+        raise ValueError(f"{name} expects a condition vector of shape ({cond_dim},), got shape "
+                         f"{jnp.shape(condition)} (transform one vector at a time; vmap over batches)")

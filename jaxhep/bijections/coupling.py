@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.bijections.base import AbstractBijection, _check_dims
+from jaxhep.bijections.base import AbstractBijection, _check_condition, _check_dims
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer, make_transformer, zero_init
 from jaxhep.nn import ResidualMLP
 
@@ -74,6 +74,7 @@ class Coupling(AbstractBijection):
         self.conditioner = eqx.tree_at(lambda n: n.final, net, zero_init(net.final))
 
     def _apply(self, x, condition, inverse: bool):
+        _check_condition(condition, self.cond_dim, "Coupling")
         ctx = condition if self.cond_dim > 0 else None
         raw = self.conditioner(jnp.where(self.mask, 0.0, x), ctx)
         params = raw.reshape(self.slots, self.transformer.num_params)
