@@ -42,7 +42,7 @@ class MixtureDensityNetwork(AbstractConditionalDensity):
         last = net.layers[-1]
         bias = jnp.zeros_like(last.bias)
         k, d = num_components, theta_dim
-        bias = bias.at[k:k + k * d].set(jax.random.normal(k2, (k * d,)))
+        bias = bias.at[k:k + k * d].set(jax.random.normal(k2, (k * d,), bias.dtype))
         net = eqx.tree_at(lambda n: n.layers[-1].bias, net, bias)
         net = eqx.tree_at(lambda n: n.layers[-1].weight, net, last.weight * 0.1)
         self.net = net
