@@ -126,10 +126,12 @@ def _rank_stat(posterior, samples, t, xi, extra):
 
 
 def _hpd_stat(posterior, samples, t, xi, extra):
-    del extra
     lp_samples = posterior.log_prob(samples, xi)
     lp_true = posterior.log_prob(t, xi)
-    return jnp.sum(lp_samples > lp_true)
+    # Draws as dense as the truth count as above it with probability `extra` ~ U(0, 1): ties
+    # have probability zero for a continuous density, but a posterior that is flat where the
+    # truth lies (e.g. equal to a uniform prior) would otherwise look under-confident.
+    return jnp.sum(lp_samples > lp_true) + extra * jnp.sum(lp_samples == lp_true)
 
 
 def _tarp_stat(posterior, samples, t, xi, extra):
@@ -269,7 +271,8 @@ def expected_coverage(
 
     "hpd": for each test pair, the credibility of the smallest highest-posterior-density region
     containing the true theta is estimated from the number K of posterior draws whose
-    log-density exceeds that of the truth, as (K + 1/2) / (L + 1); the coverage at level c is the
+    log-density exceeds that of the truth (draws of equal density count with a random weight),
+    as (K + 1/2) / (L + 1); the coverage at level c is the
     fraction of test pairs where it is below c. "central": per dimension, the truth is covered at level c when its marginal
     posterior quantile (rank + 1/2) / (L + 1) lies within c / 2 of one half.
 
@@ -301,7 +304,9 @@ def expected_coverage(
     L = int(num_posterior_samples)
     extra = jnp.zeros((theta.shape[0],))
     if method == "hpd":
-        above = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _hpd_stat))
+        key, k_ties = jax.random.split(key)
+        ties = jax.random.uniform(k_ties, (theta.shape[0],))
+        above = np.asarray(_run(key, posterior, theta, x, ties, L, batch_size, _hpd_stat))
         # Mid-rank credibility: uniform on {(k + 1/2) / (L + 1)} for a calibrated posterior.
         credibility = (above + 0.5) / (L + 1)
         return np.mean(credibility[None, :] < levels[:, None], axis=1)
