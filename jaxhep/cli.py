@@ -25,7 +25,8 @@ EMBEDDINGS = ("none", "setnorm", "deepsets")
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that `jaxhep run` and `jaxhep fit` share: method, sampling, training, devices."""
     parser.add_argument("--method", default="npe", help="npe (default), npse or fmpe")
-    parser.add_argument("--density-estimator", default="nsf", help="NPE density: nsf, nsf_autoregressive, maf, mdn")
+    parser.add_argument("--density-estimator", default=None,
+                        help="NPE density: nsf (default), nsf_autoregressive, maf, mdn (--method npe only)")
     parser.add_argument("--num-samples", type=int, default=10_000, help="posterior samples to draw (default 10000)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs (default: the method's)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
@@ -81,7 +82,9 @@ def _setup_run(args: argparse.Namespace):
     if args.max_epochs is not None:
         settings["max_epochs"] = args.max_epochs
     if args.method == "npe":
-        settings["density_estimator"] = args.density_estimator
+        settings["density_estimator"] = args.density_estimator or "nsf"
+    elif args.density_estimator is not None:
+        raise ValueError(f"--density-estimator chooses NPE's density; --method {args.method} has its own network")
     return method_class, settings
 
 
@@ -240,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:
+    except (ValueError, OSError, ImportError) as err:
+        # Bad input, a missing or unwritable file, a missing optional reader: a message, not a
+        # traceback.
         print(f"jaxhep: error: {err}", file=sys.stderr)
         return 2
 

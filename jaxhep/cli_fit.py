@@ -101,15 +101,21 @@ def fit_files(args: argparse.Namespace) -> int:
 
     n_read, held_out = len(theta), None
     if args.coverage:
-        if not 10 <= args.coverage <= len(theta) // 2:
-            raise ValueError(f"--coverage must lie in 10..{len(theta) // 2} (at most half of the {len(theta)} "
-                             f"simulations), got {args.coverage}")
         # A random set of simulations, kept out of training, on which the posterior's credible
-        # regions are checked.
-        order = np.random.default_rng(args.seed).permutation(len(theta))
-        test, train = order[:args.coverage], order[args.coverage:]
+        # regions are checked: finite ones only (training drops the others with a warning).
+        finite = np.flatnonzero(np.all(np.isfinite(theta), axis=1) & np.all(np.isfinite(x), axis=1))
+        if not 10 <= args.coverage <= len(finite) // 2:
+            raise ValueError(f"--coverage must lie in 10..{len(finite) // 2} (at most half of the {len(finite)} "
+                             f"finite simulations), got {args.coverage}")
+        test = np.random.default_rng(args.seed).permutation(finite)[:args.coverage]
+        train = np.setdiff1d(np.arange(len(theta)), test)
         held_out = theta[test], x[test]
         theta, x = theta[train], x[train]
+
+    # Before training, so that an --out that cannot be written fails now rather than after it.
+    os.makedirs(args.out, exist_ok=True)
+    if not os.access(args.out, os.W_OK):
+        raise ValueError(f"--out {args.out!r} is not writable")
 
     k_fit, k_sample, k_coverage = jax.random.split(jax.random.key(args.seed), 3)
     t0 = time.perf_counter()
@@ -117,7 +123,6 @@ def fit_files(args: argparse.Namespace) -> int:
     t_train = time.perf_counter() - t0
     say(f"trained {args.method} in {t_train:.1f} s ({posterior.history.epochs} epochs)")
 
-    os.makedirs(args.out, exist_ok=True)
     files = {"posterior": os.path.join(args.out, "posterior.jaxhep"), "loss": os.path.join(args.out, "loss.png")}
     save(files["posterior"], posterior, overwrite=True)
     loss_curves(posterior.history, path=files["loss"])

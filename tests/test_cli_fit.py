@@ -88,7 +88,23 @@ def test_fit_respects_bounds_and_reports_bad_input(tmp_path, capsys):
             (["--x", "x,"], "--x must be column names separated by commas"),
             (["--x", "z"], "has no column 'z'"),
             (["--method", "abc"], "unknown method 'abc'"),
-            (["--coverage", "301"], r"--coverage must lie in 10..300 \(at most half of the 600 simulations\)")):
+            (["--coverage", "301"], r"--coverage must lie in 10..300 \(at most half of the 600 finite simulations\)"),
+            (["--method", "npse", "--density-estimator", "maf"], "--method npse has its own network"),
+            (["--out", str(sims)], "File exists")):
         assert main(["fit", *common, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert re.search(message, err), (extra, err)
+    # A missing file or pattern: a message and exit code 2, not a traceback.
+    for missing in (tmp_path / "none.parquet", tmp_path / "none_*.parquet"):
+        assert main(["fit", str(missing), *common[1:]]) == 2
+        assert re.search(r"jaxhep: error: .*none", capsys.readouterr().err)
+
+    # Simulations with NaN rows: training drops them, and the held-out coverage set is drawn
+    # from the finite ones (it once took NaN rows and failed after training).
+    theta_nan, x_nan = theta.copy(), x.copy()
+    theta_nan[::7, 0], x_nan[3::11, 0] = np.nan, np.inf
+    write_table(tmp_path / "nan.parquet", {"t": theta_nan[:, 0], "x": x_nan[:, 0]})
+    with pytest.warns(UserWarning, match="dropped"):
+        assert main(["fit", str(tmp_path / "nan.parquet"), *common[1:], "--coverage", "50"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["coverage"]["held_out"] == 50 and all(np.isfinite(summary["coverage"]["hpd"]))
