@@ -1,7 +1,10 @@
 """jaxhep.io: fitted posteriors and other pytrees survive save and load; bad files and
 mismatched templates give clear errors, and nothing is overwritten by mistake."""
 
+import dataclasses
 import json
+import os
+import warnings
 import zipfile
 
 import equinox as eqx
@@ -77,6 +80,27 @@ def test_load_into_a_template_reads_arrays_only(tmp_path, moons):
         load(tmp_path / "p", like=other)
     with pytest.raises(ValueError, match="holds .* arrays but like= has 1"):
         load(tmp_path / "p", like={"w": jnp.zeros(3)})
+    # Arrays that fit but settings that differ (here the activation): loaded, with a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Run facts of the history (here its seconds) do not count as settings.
+        later = dataclasses.replace(template.history, seconds=template.history.seconds + 1.0)
+        load(tmp_path / "p", like=eqx.tree_at(lambda p: p.history, template, later))
+    relu = NPE(**(TINY | dict(activation="relu"))).build(jax.random.key(0), 2, 2)
+    tanh = NPE(**(TINY | dict(activation="tanh"))).build(jax.random.key(0), 2, 2)
+    save(tmp_path / "relu", relu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same settings, other values: no warning
+        load(tmp_path / "relu", like=NPE(**(TINY | dict(activation="relu"))).build(jax.random.key(5), 2, 2))
+    with pytest.warns(UserWarning, match="settings differ from like="):
+        load(tmp_path / "relu", like=tanh)
+    assert os.stat(tmp_path / "relu").st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_other_pytrees_keep_their_arrays_dtypes_and_kinds(tmp_path):

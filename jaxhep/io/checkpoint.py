@@ -22,7 +22,9 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -131,8 +133,13 @@ def save(path: str | os.PathLike, obj: Any, *, overwrite: bool = False) -> Path:
                         f"pickled ({err}); use functions defined at module level rather than lambdas or "
                         "closures in static fields") from err
     header = {"format": FORMAT, "version": VERSION, "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
-              "jaxhep": _jaxhep_version(), "jax": jax.__version__, "arrays": [_describe(a) for a in arrays]}
+              "jaxhep": _jaxhep_version(), "jax": jax.__version__, "arrays": [_describe(a) for a in arrays],
+              "structure": _structure(obj)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # mkstemp makes the file readable by its owner only; give it the permissions of any new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr(_HEADER, json.dumps(header, indent=1))
@@ -192,6 +199,12 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
                 raw.append(np.lib.format.read_array(member, allow_pickle=False))
         arrays = [_from_numpy(r, m) for r, m in zip(raw, metas)]
         if like is not None:
+            if "structure" in header and header["structure"] != _structure(like):
+                # Arrays fit, but a setting held outside them (an activation, a bound, a type)
+                # differs, or the file was written by another JAX whose tree format differs.
+                warnings.warn(f"{path} holds a {header.get('type')} whose settings differ from like= (the arrays "
+                              f"match): the loaded object keeps like='s settings. Saved: "
+                              f"{_first_difference(header['structure'], _structure(like))}", stacklevel=2)
             return _fill(like, arrays, metas, path)
         try:
             skeleton = pickle.loads(zf.read(_SKELETON))
@@ -219,6 +232,20 @@ def _fill(like: Any, arrays: list, metas: list[dict], path: Path) -> Any:
     it = iter(arrays)
     return jax.tree_util.tree_unflatten(treedef, [next(it) if eqx.is_array(leaf) else leaf
                                                   for _, leaf in with_paths])
+
+
+def _structure(obj: Any) -> str:
+    """The pytree structure of `obj` as text, with the static settings it holds (memory
+    addresses in function reprs removed, so that it compares across processes, and a training
+    history's run facts (epochs, seconds), which differ between fits of one model, left out)."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", str(jax.tree_util.tree_structure(obj)))
+    return re.sub(r"History\[\([^\]]*\)\]", "History[...]", text)
+
+
+def _first_difference(saved: str, like: str, context: int = 60) -> str:
+    i = next((k for k, (a, b) in enumerate(zip(saved, like)) if a != b), min(len(saved), len(like)))
+    lo = max(0, i - context)
+    return f"...{saved[lo:i + context]}... against like=: ...{like[lo:i + context]}..."
 
 
 def _jaxhep_version() -> str:
