@@ -74,6 +74,18 @@ def test_partials_of_network_match_hessian_and_finite_differences(x64):
 def test_partial_rejects_bad_index():
     with pytest.raises(ValueError, match="outside"):
         partial(f, jnp.zeros(2), 2)
+    # A batch of points once gave a derivative along a point instead of a coordinate.
+    with pytest.raises(ValueError, match=r"one point of shape \(d,\), got shape \(3, 2\); use jax.vmap"):
+        partial(f, jnp.zeros((3, 2)), 0)
+
+
+def test_inverse_burgers_builds_in_float64():
+    # It wrote into a read-only view of a float64 jax array.
+    from jaxhep.theory.pinn import float64
+
+    with float64():
+        bench = problems.inverse_burgers(n_obs=50)
+    assert np.asarray(bench.problem.conditions[0].x).shape == (50, 2)
 
 
 def test_float64_context_restores_setting():

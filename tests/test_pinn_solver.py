@@ -139,6 +139,24 @@ def test_rad_resample_frequencies():
     np.testing.assert_allclose(freq, p, atol=5 * np.sqrt(p * (1 - p) / n).max())
 
 
+def test_rad_resample_with_all_residuals_zero_is_uniform():
+    cand = jnp.arange(4.0)[:, None]
+    pts = np.asarray(rad_resample(jax.random.key(11), cand, jnp.zeros(4), 8000, k=1.0, c=0.0))[:, 0]
+    freq = np.bincount(pts.astype(int), minlength=4) / 8000
+    np.testing.assert_allclose(freq, 0.25, atol=5 * np.sqrt(0.25 * 0.75 / 8000))
+
+
+def test_observations_of_a_scalar_solution_may_be_a_column():
+    # y of shape (n, 1) once broadcast against the (n,) predictions: a loss of all pairs.
+    box = Box([0.0], [1.0], time_dim=None)
+    x = np.linspace(0, 1, 7)[:, None]
+    u = lambda p: jnp.sin(p[0])  # noqa: E731
+    for y in (np.sin(x[:, 0]), np.sin(x)):
+        obs = Observations(x, y)
+        PDEProblem(box, lambda u, x, c: u(x), [obs])
+        assert float(obs.loss(u, jnp.asarray(x), box)) < 1e-12
+
+
 def test_network_embeddings(x64):
     net = PINNNet(2, 1, width=16, depth=2, arch="modified", periodic={0: 2.0}, harmonics=2, fourier_scale=2.0,
                   fourier_features=8, factorization=(1.0, 0.1), key=jax.random.key(11))
@@ -194,6 +212,11 @@ def test_errors_name_the_problem():
         PDEProblem(box, lambda u, x, c: u(x), [Observations(np.zeros((2, 2)), np.array([0.0, np.nan]))])
     with pytest.raises(ValueError, match="both known and unknown"):
         PDEProblem(box, lambda u, x, c: u(x), [], known={"a": 1.0}, unknown={"a": 2.0})
+    with pytest.raises(ValueError, match="fitted in log space"):
+        PDEProblem(box, lambda u, x, c: u(x), [], unknown={"a": -0.1})
+    PDEProblem(box, lambda u, x, c: u(x), [], unknown={"a": -0.1}, coeff_transform={"a": (lambda v: v, lambda v: v)})
+    with pytest.raises(ValueError, match=r"y with n rows of 1 value\(s\)"):
+        PDEProblem(box, lambda u, x, c: u(x), [Observations(np.zeros((2, 2)), np.zeros((2, 2)))])
     with pytest.raises(ValueError, match="unknown PINN problem"):
         pinn.get_benchmark("navier_stokes")
     with pytest.raises(ValueError, match="arch"):

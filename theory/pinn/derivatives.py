@@ -38,6 +38,9 @@ def partial(u: Callable, x: Float[Array, " d"], *dims: int) -> Array:
     Raises:
         ValueError: for an index outside [0, d).
     """
+    if jnp.ndim(x) != 1:
+        raise ValueError(f"x must be one point of shape (d,), got shape {jnp.shape(x)}; use jax.vmap over "
+                         "a batch of points")
     d = x.shape[-1]
     for dim in dims:
         if not 0 <= dim < d:

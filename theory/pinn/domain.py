@@ -137,6 +137,8 @@ def rad_resample(key: PRNGKeyArray, candidates: Float[Array, "m d"], residual_ab
         The chosen points, shape (n, d) (drawn with replacement).
     """
     e = residual_abs**k
-    p = e / jnp.mean(e) + c
+    # All residuals zero: no point is favoured (instead of 0/0 probabilities).
+    mean = jnp.mean(e)
+    p = jnp.where(mean > 0, e / jnp.where(mean > 0, mean, 1.0), 1.0) + c
     idx = jax.random.choice(key, candidates.shape[0], (n,), p=p / jnp.sum(p))
     return candidates[idx]

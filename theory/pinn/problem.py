@@ -129,7 +129,8 @@ class Observations:
 
     def loss(self, u, pts, box: Box):
         pred = jax.vmap(u)(pts)
-        y = jnp.asarray(self.y, pred.dtype)
+        # (n, 1) values of a scalar solution must not broadcast against its (n,) predictions.
+        y = jnp.asarray(self.y, pred.dtype).reshape(pred.shape)
         return jnp.mean((pred - y) ** 2)
 
 
@@ -198,9 +199,10 @@ class PDEProblem(eqx.Module):
                 raise ValueError(f"condition {c.name!r} refers to coordinate {dim}, but the domain has {domain.dim}")
             if isinstance(c, Observations):
                 x = np.asarray(c.x)
-                if x.ndim != 2 or x.shape[1] != domain.dim or len(np.asarray(c.y)) != len(x):
-                    raise ValueError(f"observations need x of shape (n, {domain.dim}) and y with n rows; got x "
-                                     f"{x.shape}, y {np.shape(c.y)}")
+                y_ok = np.ndim(c.y) >= 1 and len(np.asarray(c.y)) == len(x) and np.size(c.y) == len(x) * out_size
+                if x.ndim != 2 or x.shape[1] != domain.dim or not y_ok:
+                    raise ValueError(f"observations need x of shape (n, {domain.dim}) and y with n rows of "
+                                     f"{out_size} value(s); got x {x.shape}, y {np.shape(c.y)}")
                 if not (np.all(np.isfinite(x)) and np.all(np.isfinite(np.asarray(c.y)))):
                     raise ValueError("observations contain NaN or inf")
         names = [c.name for c in conditions]
@@ -208,6 +210,10 @@ class PDEProblem(eqx.Module):
             raise ValueError(f"condition names must be unique and differ from 'res', got {names}")
         transform = {k: (jnp.log, jnp.exp) for k in unknown}
         transform.update(dict(coeff_transform or {}))
+        for k, value in unknown.items():
+            if transform[k][0] is jnp.log and not np.all(np.asarray(value) > 0):
+                raise ValueError(f"unknown coefficient {k!r} starts at {value!r}, but it is fitted in log space "
+                                 "(positive values only); start it above 0 or give coeff_transform for it")
         self.domain, self.residual, self.conditions = domain, residual, tuple(conditions)
         self.out_size, self.known, self.unknown = out_size, known, unknown
         self.coeff_transform, self.output_transform = transform, output_transform

@@ -257,7 +257,7 @@ def inverse_burgers(key: PRNGKeyArray | None = None, n_obs: int = 2000, noise: f
         key = jax.random.key(1234)
     kx, kn = jax.random.split(key)
     base = burgers(hard=False)
-    xs = np.asarray(jax.random.uniform(kx, (n_obs, 2)), float)
+    xs = np.array(jax.random.uniform(kx, (n_obs, 2)), float)  # a writable copy, also under float64
     xs[:, 0] = 2 * xs[:, 0] - 1
     clean = burgers_cole_hopf(xs[:, 0], xs[:, 1], BURGERS_NU)
     noisy = clean + noise * np.std(clean) * np.asarray(jax.random.normal(kn, (n_obs,)), float)
