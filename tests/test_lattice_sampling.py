@@ -69,6 +69,9 @@ def test_bootstrap_error_of_a_mean():
     est = bootstrap(jax.random.key(4), x, n_boot=400)
     np.testing.assert_allclose(est.error, 0.01, rtol=0.15)  # sigma / sqrt(n)
     assert abs(est.value) < 4 * 0.01
+    with pytest.raises(ValueError, match="statistic must return one number"):
+        bootstrap(jax.random.key(4), jnp.zeros((100, 2)))
+    assert bootstrap(jax.random.key(4), jnp.ones((100, 2)), lambda m: m[0] + m[1]).value == 2.0
 
 
 def test_tau_int_of_ar1_process():

@@ -2,7 +2,7 @@
 
 Errors come from a blocked (binned) bootstrap, which covers both autocorrelation (blocks longer than
 the autocorrelation time) and non-linear estimators (functions of several means); integrated
-autocorrelation times use Wolff's automatic windowing (Comput. Phys. Commun. 156 (2004) 143).
+autocorrelation times use the Madras-Sokal self-consistent window (J. Stat. Phys. 50 (1988) 109).
 Post-processing runs eagerly on arrays of per-configuration measurements.
 """
 
@@ -70,7 +70,8 @@ def bootstrap(
     Arguments:
         key: PRNG key for the resampling.
         data: per-configuration measurements, leading axis the Monte Carlo time.
-        statistic: function of the sample mean (over axis 0) of `data`; default the mean itself.
+        statistic: function of the sample mean (over axis 0) of `data` returning one number;
+            default the mean itself (for data of shape (n,)).
         n_boot: bootstrap resamples.
         block_size: consecutive samples per block (choose >= a few tau_int for Markov chains).
 
@@ -78,12 +79,16 @@ def bootstrap(
         `Estimate(statistic(mean), bootstrap standard deviation)`.
 
     Raises:
-        ValueError: if fewer than two blocks remain.
+        ValueError: if fewer than two blocks remain, or `statistic` does not return one number.
     """
     blocks = block(data, block_size)
     nb = blocks.shape[0]
     idx = np.asarray(jax.random.randint(key, (n_boot, nb), 0, nb))
-    value = float(np.asarray(statistic(blocks.mean(axis=0))))
+    value = np.asarray(statistic(blocks.mean(axis=0)))
+    if value.ndim != 0:
+        raise ValueError(f"statistic must return one number, got shape {value.shape} (data of shape "
+                         f"{np.shape(data)}: pass a statistic that reduces the mean, e.g. lambda m: m[0])")
+    value = float(value)
     boots = np.array([np.asarray(statistic(blocks[i].mean(axis=0))) for i in idx], dtype=float)
     return Estimate(value, float(boots.std(ddof=1)))
 
