@@ -113,6 +113,10 @@ def test_standardized_respects_box_support_and_normalises():
     total = float(jnp.exp(jax.jit(lambda t, c: q.log_prob(t, c))(pts, x)).sum()) * (g1[1] - g1[0]) * (g2[1] - g2[0])
     assert abs(total - 1.0) < 1e-2
     assert float(q.log_prob(jnp.array([2.5, 0.2]), x)) == -np.inf
+    # No draws asked, with truncation to the box: an empty array (was a ZeroDivisionError).
+    trunc = Standardized(DENSITIES["mdn"], Invert(Affine(jnp.zeros(2), jnp.ones(2))), jnp.zeros(2), jnp.ones(2),
+                         low, high)
+    assert trunc.sample(jax.random.key(7), x, (0,)).shape == (0, 2)
     assert float(q.log_prob(jnp.array([0.5, -0.1]), x)) == -np.inf
 
 

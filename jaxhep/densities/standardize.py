@@ -106,6 +106,9 @@ class Standardized(AbstractConditionalDensity):
         one copy of `draw`. Without truncation (`low` None) this is one call of `draw(key, n)`."""
         if self.low is None:
             return draw(key, n)
+        if n == 0:
+            out = jax.eval_shape(lambda k: draw(k, 1), key)
+            return jnp.zeros((0,) + out.shape[1:], out.dtype)
         m = -(-n // REFILL_DIVISOR)
         max_rounds = MAX_REJECTION_ROUNDS * (-(-n // m))
         out = jax.eval_shape(lambda k: draw(k, m), key)
