@@ -210,6 +210,42 @@ def test_iid_combination_matches_gaussian_linear_closed_form():
     assert np.all(np.abs(ratio - 1) < 0.25), ratio
 
 
+class WideInOneDirectionEps(eqx.Module):
+    """Single-observation posteriors N((0.8 x_1, 0), diag(0.2, 1.1)) under a N(0, I) prior: exact
+    in the first coordinate (x_1 = theta_1 + N(0, 0.25)), 10% wider than the prior in the second,
+    which x does not inform (as an estimated posterior may come out)."""
+
+    model: ScoreDiffusion
+
+    def __call__(self, u, x, t):
+        mean = jnp.array([0.8, 0.0]) * x
+        return ExactEps(self.model, mean, jnp.diag(jnp.array([0.2, 1.1])))(u, x, t)
+
+
+def test_iid_combination_survives_a_posterior_wider_than_the_prior():
+    # With 11 observations, sum_j Lambda_j + (1 - m) Lambda_prior turns negative in the second
+    # coordinate unless each precision is kept at least the prior's; the solve then went astray
+    # (that coordinate's sd 5.4 at m = 11, 0.34 at m = 30). The factorised posterior
+    # p(theta)^(1-m) prod_j p(theta | x_j) has no right answer there (it cannot be normalised in
+    # that direction); clipped, the spread grows smoothly with m instead (sd 1.3, 1.7, 2.1, 4.2
+    # at m = 5, 11, 15, 30), and the informed first coordinate stays exact.
+    m = ScoreDiffusion(2, 2, "vp", key=jax.random.key(0))
+    m = eqx.tree_at(lambda mm: mm.net, m, WideInOneDirectionEps(m))
+    est = Standardized(m, Invert(Affine(jnp.zeros(2), jnp.ones(2))), jnp.zeros(2), jnp.ones(2))
+    post = Posterior(est, History(jnp.zeros(0), jnp.zeros(0), 0, 0, False, 0.0), "npse")
+    n = 11
+    xs = jnp.stack([0.5 + 0.5 * jax.random.normal(jax.random.key(3), (n,)), jnp.zeros(n)], axis=1)
+    samples = np.asarray(sample_iid(jax.random.key(4), post, xs, 2000, num_cov_samples=2000))
+    precision = 1.0 + n / 0.25
+    mean, sd = float(xs[:, 0].sum()) / 0.25 / precision, 1.0 / math.sqrt(precision)
+    # Monte Carlo errors: 0.022 sd for a mean, 1.6% for an sd; the covariances are estimated
+    # from 2000 draws each (3% sd), which moves the weights of the combination a little.
+    assert abs(samples[:, 0].mean() - mean) < 0.15 * sd and abs(samples[:, 0].std() / sd - 1) < 0.1
+    assert 1.0 < samples[:, 1].std() < 2.5 and abs(samples[:, 1].mean()) < 0.3
+    with pytest.raises(ValueError, match="num_cov_samples must exceed theta_dim=2"):
+        sample_iid(jax.random.key(4), post, xs, 10, num_cov_samples=2)
+
+
 def test_sample_iid_rejects_non_score_posteriors():
     task = get_task("gaussian_linear")
     post = _gaussian_linear_npse(task)

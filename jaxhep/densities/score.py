@@ -226,7 +226,9 @@ class ScoreDiffusion(AbstractODEDensity):
         posterior p(theta_0 | theta_t, x_j) and Lambda_prior likewise for the prior,
         score = Lambda^-1 [sum_j Lambda_j s_j + (1 - m) Lambda_prior s_prior] with
         Lambda = sum_j Lambda_j + (1 - m) Lambda_prior; exact when prior and single-observation
-        posteriors are Gaussian.
+        posteriors are Gaussian. Each Sigma_j^-1 is first raised to at least the prior's
+        precision (in the prior's whitened coordinates), so that Lambda stays positive definite
+        when an estimated posterior comes out wider than the prior.
 
         Arguments:
             theta: point, shape (theta_dim,).
@@ -239,6 +241,10 @@ class ScoreDiffusion(AbstractODEDensity):
             The combined score.
         """
         m = xs.shape[0]
+        # A posterior is never wider than its prior (exactly so for Gaussians): precisions are
+        # clipped from below by the prior's, which keeps the combined precision positive
+        # definite when an estimated posterior comes out wider in a poorly identified direction.
+        post_precisions = jax.vmap(self._at_least_prior_precision)(post_precisions)
         a, s = self.alpha_sigma(t)
         eye = jnp.eye(self.theta_dim)
         scores = jax.vmap(self.score, in_axes=(None, 0, None))(theta, xs, t)
@@ -247,6 +253,21 @@ class ScoreDiffusion(AbstractODEDensity):
         total = jnp.sum(lam_j, axis=0) + (1 - m) * lam_p
         rhs = jnp.einsum("jab,jb->a", lam_j, scores) + (1 - m) * lam_p @ self.diffused_prior_score(theta, t)
         return jnp.linalg.solve(total, rhs)
+
+    def _at_least_prior_precision(self, precision: Float[Array, "d d"]) -> Float[Array, "d d"]:
+        chol = jnp.linalg.cholesky(self.prior_cov)  # prior_cov = L L^T; L^T P L = I for the prior's
+        white = chol.T @ precision @ chol
+        w, v = jnp.linalg.eigh(0.5 * (white + white.T))
+        white = (v * jnp.maximum(w, 1.0)) @ v.T
+        inv = jnp.linalg.inv(chol)
+        return inv.T @ white @ inv
+
+    def iid_covariances(self, key: PRNGKeyArray, xs: Float[Array, "m c"], num_cov_samples: int = 1000
+                        ) -> Float[Array, "m d d"]:
+        """Covariances of the single-observation posteriors, each from `num_cov_samples` draws."""
+        keys = jax.random.split(key, xs.shape[0])
+        draws = jax.vmap(self._sample_n, in_axes=(0, 0, None))(keys, xs, num_cov_samples)
+        return jax.vmap(lambda d: jnp.cov(d, rowvar=False).reshape(self.theta_dim, self.theta_dim))(draws)
 
     def sample_iid(self, key: PRNGKeyArray, xs: Float[Array, "m c"], n: int,
                    post_covs: Float[Array, "m d d"] | None = None, num_cov_samples: int = 1000) -> Float[Array, "n d"]:
@@ -265,9 +286,7 @@ class ScoreDiffusion(AbstractODEDensity):
         """
         k_cov, k_z = jax.random.split(key)
         if post_covs is None:
-            keys = jax.random.split(k_cov, xs.shape[0])
-            draws = jax.vmap(self._sample_n, in_axes=(0, 0, None))(keys, xs, num_cov_samples)
-            post_covs = jax.vmap(lambda d: jnp.cov(d, rowvar=False).reshape(self.theta_dim, self.theta_dim))(draws)
+            post_covs = self.iid_covariances(k_cov, xs, num_cov_samples)
         precisions = jnp.linalg.inv(post_covs)
         z = self.noise_scale * jax.random.normal(k_z, (n, self.theta_dim))
 
