@@ -30,7 +30,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=10_000, help="posterior samples to draw (default 10000)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs (default: the method's)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar and the status lines (the final JSON line stays)")
     parser.add_argument("--devices", default="auto",
                         help="devices to split training minibatches over: 'auto' (default: on a machine without "
                              "an accelerator, one JAX CPU device per core, up to 4 and dividing the batch size; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from jaxhep.theory.pinn.problems import BUILTINS
 
@@ -56,7 +57,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, problem: str | None = None) -> int:
     """Stand-alone entry (experiment scripts): parse `argv` (optionally with a fixed problem) and run."""
     parser = add_arguments(argparse.ArgumentParser(description=__doc__))
-    argv = list(argv or [])
+    argv = list(sys.argv[1:] if argv is None else argv)
     if problem is not None:
         argv = [problem] + argv
     return handler(parser.parse_args(argv))

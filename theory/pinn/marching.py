@@ -75,7 +75,8 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
         make_net: function (key, window box) -> network for that window (its input scaling
             should use the window's bounds).
         config: training settings of the whole run: each window gets 1/windows of the Adam
-            steps, the L-BFGS iterations and the two wall-time budgets.
+            steps and the L-BFGS iterations (rounded up, so the total can exceed them by up to
+            windows - 1 each) and of the two wall-time budgets.
         windows: number of equal time windows.
         eval_points, eval_values: optional monitoring points and reference values; each window
             records its error on the points inside it.
