@@ -136,11 +136,11 @@ def save(path: str | os.PathLike, obj: Any, *, overwrite: bool = False) -> Path:
               "jaxhep": _jaxhep_version(), "jax": jax.__version__, "arrays": [_describe(a) for a in arrays],
               "structure": _structure(obj)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    # mkstemp makes the file readable by its owner only; give it the permissions of any new file.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
+        # mkstemp makes the file readable by its owner only; give it the permissions of any new file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr(_HEADER, json.dumps(header, indent=1))
             for i, a in enumerate(arrays):
