@@ -122,11 +122,8 @@ def test_spline_inverse_has_finite_gradients_in_the_tails():
     gy, gp = jax.grad(f, (0, 1))(y, params)
     np.testing.assert_allclose(gy, 2 * y, rtol=1e-6)
     np.testing.assert_array_equal(gp, 0.0)
-    # Through a flow's sampling path, where base draws beyond the bound are common.
-    from jaxhep.densities import nsf
-    flow = perturb(nsf(2, 1, key=jax.random.key(4)), jax.random.key(5))
-    g = eqx.filter_grad(lambda m: jnp.mean(m.sample(jax.random.key(6), jnp.array([0.5]), (512,)) ** 2))(flow)
-    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(g))
+    # (A spline flow's `sample` runs this inverse on base draws, of which those beyond the bound
+    # gave NaN gradients to everything differentiated through sampling.)
 
 
 def test_conditional_bijections_check_their_condition():
