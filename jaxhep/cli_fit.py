@@ -67,7 +67,7 @@ def fit_files(args: argparse.Namespace) -> int:
     import jaxhep
     from jaxhep import compilation
     from jaxhep.diagnostics import expected_coverage
-    from jaxhep.io import read_array, save
+    from jaxhep.io import read_array, read_columns, save, stack_columns
     from jaxhep.plotting import corner, coverage_curve, loss_curves
 
     theta_names, x_names = _names(args.theta, "--theta"), _names(args.x, "--x")
@@ -78,8 +78,9 @@ def fit_files(args: argparse.Namespace) -> int:
     say = print if settings["progress"] else (lambda *a, **k: None)
 
     t0 = time.perf_counter()
-    theta = read_array(args.simulations, theta_names, **read)
-    x = read_array(args.simulations, x_names, **read)
+    table = read_columns(args.simulations, theta_names + x_names, **read)  # each file read once
+    theta, x = stack_columns(table, theta_names), stack_columns(table, x_names)
+    del table
     t_read = time.perf_counter() - t0
     say(f"read {len(theta)} simulations (theta {theta.shape[1]}, x {x.shape[1]} numbers) in {t_read:.1f} s")
     if theta.shape[1] != len(theta_names):

@@ -184,8 +184,13 @@ def read_array(path: str | os.PathLike | Sequence[str | os.PathLike], columns: S
     """
     if isinstance(columns, str) or not isinstance(columns, Sequence) or len(columns) == 0:
         raise ValueError(f"columns must be a non-empty sequence of column names, got {columns!r}")
-    table = read_columns(path, columns, **kwargs)
-    return np.concatenate([a.reshape(len(a), math.prod(a.shape[1:])) for a in table.values()], axis=1)
+    return stack_columns(read_columns(path, columns, **kwargs), columns)
+
+
+def stack_columns(table: dict[str, np.ndarray], columns: Sequence[str]) -> np.ndarray:
+    """The `(n, features)` array of some columns of a table that `read_columns` returned, in
+    the order given (what `read_array` returns), so that one read can give several arrays."""
+    return np.concatenate([table[c].reshape(len(table[c]), math.prod(table[c].shape[1:])) for c in columns], axis=1)
 
 
 # -- checks -----------------------------------------------------------------------------------
