@@ -226,9 +226,8 @@ class ScoreDiffusion(AbstractODEDensity):
         posterior p(theta_0 | theta_t, x_j) and Lambda_prior likewise for the prior,
         score = Lambda^-1 [sum_j Lambda_j s_j + (1 - m) Lambda_prior s_prior] with
         Lambda = sum_j Lambda_j + (1 - m) Lambda_prior; exact when prior and single-observation
-        posteriors are Gaussian. Each Sigma_j^-1 is first raised to at least the prior's
-        precision (in the prior's whitened coordinates), so that Lambda stays positive definite
-        when an estimated posterior comes out wider than the prior.
+        posteriors are Gaussian. Lambda is positive definite when each Sigma_j^-1 is at least the
+        prior's precision, as `sample_iid` makes them.
 
         Arguments:
             theta: point, shape (theta_dim,).
@@ -241,10 +240,6 @@ class ScoreDiffusion(AbstractODEDensity):
             The combined score.
         """
         m = xs.shape[0]
-        # A posterior is never wider than its prior (exactly so for Gaussians): precisions are
-        # clipped from below by the prior's, which keeps the combined precision positive
-        # definite when an estimated posterior comes out wider in a poorly identified direction.
-        post_precisions = jax.vmap(self._at_least_prior_precision)(post_precisions)
         a, s = self.alpha_sigma(t)
         eye = jnp.eye(self.theta_dim)
         scores = jax.vmap(self.score, in_axes=(None, 0, None))(theta, xs, t)
@@ -287,7 +282,11 @@ class ScoreDiffusion(AbstractODEDensity):
         k_cov, k_z = jax.random.split(key)
         if post_covs is None:
             post_covs = self.iid_covariances(k_cov, xs, num_cov_samples)
-        precisions = jnp.linalg.inv(post_covs)
+        # A posterior is never wider than its prior (exactly so for Gaussians): precisions are
+        # raised to at least the prior's (once here, not at every step of the ODE), which keeps
+        # the combined precision positive definite when an estimated posterior comes out wider
+        # in a poorly identified direction.
+        precisions = jax.vmap(self._at_least_prior_precision)(jnp.linalg.inv(post_covs))
         z = self.noise_scale * jax.random.normal(k_z, (n, self.theta_dim))
 
         def vf(t, y):
