@@ -302,7 +302,6 @@ def expected_coverage(
     levels = _check_levels(levels)
     theta, x = _check_pairs(posterior, theta, x, num_posterior_samples, batch_size)
     L = int(num_posterior_samples)
-    extra = jnp.zeros((theta.shape[0],))
     if method == "hpd":
         key, k_ties = jax.random.split(key)
         ties = jax.random.uniform(k_ties, (theta.shape[0],))
@@ -311,6 +310,7 @@ def expected_coverage(
         credibility = (above + 0.5) / (L + 1)
         return np.mean(credibility[None, :] < levels[:, None], axis=1)
     if method == "central":
+        extra = jnp.zeros((theta.shape[0],))  # unused by the rank statistic
         ranks = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _rank_stat))
         quantile = (ranks + 0.5) / (L + 1)
         inside = np.abs(quantile - 0.5)[None, :, :] < levels[:, None, None] / 2

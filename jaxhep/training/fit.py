@@ -609,11 +609,14 @@ def fit(
 
     if best_epoch < 0:
         what = "training" if val is None or not np.isfinite(train_hist[-1]) else "validation"
+
+        def head(hist):
+            return f"{np.round(hist[:5], 4).tolist()}{' ...' if len(hist) > 5 else ''}"
+
         raise RuntimeError(
-            f"no epoch gave usable weights: the {what} loss was not finite (training losses "
-            f"{np.round(train_hist[:5], 4).tolist()}{' ...' if len(train_hist) > 5 else ''}, validation losses "
-            f"{np.round(val_hist[:5], 4).tolist()}{' ...' if len(val_hist) > 5 else ''}); check the data "
-            f"(e.g. values on a bounded prior's edge) and the learning rate")
+            f"no epoch gave usable weights: the {what} loss was not finite (training losses {head(train_hist)}, "
+            f"validation losses {head(val_hist)}); check the data (e.g. values on a bounded prior's edge) and "
+            f"the learning rate")
     history = History(
         # device_put of numpy arrays: jnp.asarray of a list compiles a conversion.
         train_loss=jax.device_put(np.asarray(train_hist, np.float32)),
