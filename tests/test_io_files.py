@@ -78,6 +78,9 @@ def test_reads_back_what_was_written(fmt, tmp_path, simulations):
     exact = io.read_array(path, ["theta0", "theta1", "x"], dtype=None, **where)
     assert exact.dtype == np.float64
     np.testing.assert_array_equal(exact, np.concatenate([theta, x], axis=1))
+    # Several arrays from one read, in the order asked (not the table's).
+    np.testing.assert_array_equal(io.stack_columns(table, ["theta0", "theta1"]), theta.astype(np.float32))
+    np.testing.assert_array_equal(io.stack_columns(table, ["x"]), x.astype(np.float32))
     # A row range reads that slice only.
     np.testing.assert_array_equal(io.read_array(path, ["x"], start=1, stop=3, dtype=None, **where), x[1:3])
     np.testing.assert_array_equal(io.read_array(path, ["x"], start=2, dtype=None, **where), x[2:])
