@@ -142,6 +142,32 @@ def test_z_scoring_leaves_constant_columns_alone_and_keeps_small_units():
     assert abs(u[1] - 1e-4) < 1e-5
 
 
+def test_training_a_standardized_density_leaves_its_standardisation_fixed():
+    """`fit` on a `Standardized` module (fine-tuning a posterior's estimator) trains the base
+    only. Its loss leaves out the z-scoring's log-det, so a trained z-scale would shrink z
+    without bound: the loss would fall while log_prob got worse (it did before the fix)."""
+    from jaxhep.densities.standardize import make_standardizer
+    from jaxhep.training import fit
+
+    rng = np.random.default_rng(0)
+    theta = (1.0 + 3.0 * rng.normal(size=(2000, 1))).astype(np.float32)
+    x = (theta + rng.normal(size=(2000, 1))).astype(np.float32)
+    to_base, x_loc, x_scale, _, _ = make_standardizer(theta, x)
+    model = Standardized(MixtureDensityNetwork(1, 1, 2, 16, key=jax.random.key(0)), to_base, x_loc, x_scale)
+
+    def loss(m, key, batch):
+        return jnp.mean(jax.vmap(m.loss, in_axes=(None, 0, 0))(key, *batch))
+
+    trained, _ = fit(jax.random.key(1), model, loss, (theta, x), max_epochs=30, patience=30, progress=False,
+                     learning_rate=1e-2)
+    for before, after in zip(jax.tree_util.tree_leaves(model.to_base), jax.tree_util.tree_leaves(trained.to_base)):
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+    np.testing.assert_array_equal(np.asarray(trained.x_scale), np.asarray(x_scale))
+    # The exact conditional p(theta | x) is N(0.1 + 0.9 x, 0.9): mean negative log-density 1.37.
+    nll = -float(jnp.mean(trained.log_prob(theta, x)))
+    assert nll < 1.45, nll
+
+
 def test_transform_rows_matches_vmap_and_compiles_once_per_structure(monkeypatch):
     from jaxhep.densities import transform_rows
 

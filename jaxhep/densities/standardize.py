@@ -47,6 +47,10 @@ class Standardized(AbstractConditionalDensity):
         base: the density in the standardised space.
         to_base: unconditional bijection from theta to the base's space.
         x_loc, x_scale: z-scoring of x.
+        `to_base`, `x_loc` and `x_scale` are fixed maps: no gradient reaches their arrays, so
+        training this module with `jaxhep.training.fit` (e.g. fine-tuning a posterior's
+        estimator) trains `base` only. (Decoupled weight decay would still shrink them; pass a
+        `filter_spec` that leaves them out when fine-tuning with it.)
         low, high: the prior's box for truncation (None: no truncation). With truncation,
             `log_prob` is the model's density inside the box without renormalisation, i.e. low by
             log(1 - leaked mass); sampling stops with an error if fewer than the requested
@@ -81,8 +85,14 @@ class Standardized(AbstractConditionalDensity):
         """x in the base's space."""
         return (x - jax.lax.stop_gradient(self.x_loc)) / jax.lax.stop_gradient(self.x_scale)
 
+    def _fixed_to_base(self) -> AbstractBijection:
+        """`to_base` with its arrays behind stop_gradient. The loss below leaves out its log-det
+        (a constant while the map is fixed); a trained scale would shrink z without bound."""
+        return jax.tree_util.tree_map(lambda a: jax.lax.stop_gradient(a) if eqx.is_inexact_array(a) else a,
+                                      self.to_base)
+
     def _log_prob(self, theta, x):
-        z, log_det = self.to_base.transform_and_log_det(theta)
+        z, log_det = self._fixed_to_base().transform_and_log_det(theta)
         lp = self.base._log_prob(z, self.standardize_x(x)) + log_det
         return jnp.where(self._inside(theta), lp, -jnp.inf)
 
@@ -131,7 +141,7 @@ class Standardized(AbstractConditionalDensity):
                                            f"leaks almost all its mass; fit with support='transform'")
 
     def loss(self, key, theta, x):
-        return self.base.loss(key, self.to_base.transform(theta), self.standardize_x(x))
+        return self.base.loss(key, self._fixed_to_base().transform(theta), self.standardize_x(x))
 
 
 def _robust_loc_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
