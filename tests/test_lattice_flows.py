@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from jaxhep.theory.lattice import (
     CircularConvNet,
@@ -111,6 +112,32 @@ def test_u1_flow_logdet_inverse(u1_flow):
     z_back, logdet_inv = u1_flow.inverse(x)
     np.testing.assert_allclose(wrap_angle(z_back - z), 0.0, atol=1e-3)  # float32 bisection inverse
     np.testing.assert_allclose(logdet_inv, -logdet, atol=1e-3)
+
+
+def test_u1_log_prob_gradients_match_finite_differences(x64):
+    """log q of a U(1) flow goes through the bisection inverse of the NCP mixture, whose
+    comparisons carry no derivative; the gradients in the parameters (forward-KL training) and in
+    the links (the flow's score) must still be right. Before the implicit-function derivative,
+    autodiff gave -19.3 against -603.5 and 8.3 against 146.1 here."""
+    flow = _perturb(make_u1_flow(4, 2, n_mix=2, hidden_channels=(4,), key=jax.random.key(0)), jax.random.key(1), 0.5)
+    x = flow.sample(jax.random.key(2), 3)
+    assert x.dtype == jnp.float64
+    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
+
+    def of_params(v):
+        return jnp.sum(eqx.combine(unravel(v), static).log_prob(x))
+
+    def of_links(v):
+        return jnp.sum(flow.log_prob(v))
+
+    h = 1e-6
+    for f, at, key in ((of_params, flat, 3), (of_links, x, 4)):
+        direction = jax.random.normal(jax.random.key(key), at.shape, at.dtype)
+        auto = float(jnp.vdot(jax.grad(f)(at), direction))
+        numeric = float((f(at + h * direction) - f(at - h * direction)) / (2 * h))
+        assert abs(auto - numeric) < 1e-4 * abs(numeric), (auto, numeric)
+        assert abs(numeric) > 1.0
 
 
 def test_u1_flow_gauge_equivariance_and_invariant_density(u1_flow):

@@ -320,7 +320,17 @@ def _ncp(x, s, w):
 
 
 def _ncp_inverse(y, s, w, iters: int = 60):
-    """Invert the monotone NCP mixture by bisection on [-pi, pi]."""
+    """Invert the monotone NCP mixture: the root by bisection on [-pi, pi], its derivatives (with
+    respect to y, s and w) by the implicit function theorem, dx = (dy - df) / f'(x), since the
+    bisection's comparisons carry none."""
+    root = jax.lax.stop_gradient(_ncp_bisect(y, s, w, iters))
+    fx, dfdx = _ncp(root, s, w)
+    # Zero in value (the root is kept as bisection found it), the implicit derivative in gradient.
+    change = (y - jax.lax.stop_gradient(y)) - (fx - jax.lax.stop_gradient(fx))
+    return root + change / jax.lax.stop_gradient(dfdx)
+
+
+def _ncp_bisect(y, s, w, iters):
     lo = jnp.full_like(y, -math.pi)
     hi = jnp.full_like(y, math.pi)
 
