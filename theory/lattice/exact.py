@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy.special import ive
@@ -47,7 +48,7 @@ def u1_exact_plaquette(beta: float, L: int) -> float:
     return float(num / np.sum(r**V))
 
 
-def u1_exact_charge_distribution(beta: float, L: int, q_max: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def u1_exact_charge_distribution(beta: float, L: int, q_max: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact distribution of the geometric topological charge of 2D U(1) on an L x L torus.
 
     The V = L^2 wrapped plaquette angles are independent with density ~ exp(beta cos t) on [-pi, pi),
@@ -58,7 +59,10 @@ def u1_exact_charge_distribution(beta: float, L: int, q_max: int = 12) -> tuple[
     Arguments:
         beta: inverse coupling.
         L: lattice extent.
-        q_max: charges -q_max..q_max are included.
+        q_max: charges -q_max..q_max are included (probabilities renormalised over them). None:
+            8 standard deviations of Q (at least 12), from the variance V E[t^2] / (2 pi)^2 of the
+            sum of the angles, which leaves out less than 1e-14 of the probability. A given
+            q_max that cuts off more than 1e-9 of it gets a warning.
 
     Returns:
         (Q values, probabilities).
@@ -70,6 +74,9 @@ def u1_exact_charge_distribution(beta: float, L: int, q_max: int = 12) -> tuple[
     dens = np.exp(beta * (np.cos(t) - 1))
     dens /= np.sum(wt * dens)
     # chi(k)^V is negligible beyond |k| of a few units for V >= 16; the cutoff scales with 1/sqrt(V)
+    if q_max is None:
+        sd_q = math.sqrt(V * float(np.sum(wt * dens * t**2))) / (2 * math.pi)
+        q_max = max(12, math.ceil(8 * sd_q))
     kmax = max(8.0, 60.0 / math.sqrt(V))
     k = np.linspace(-kmax, kmax, 8001)
     chi = (np.cos(np.outer(k, t)) * dens * wt).sum(axis=1)
@@ -77,10 +84,21 @@ def u1_exact_charge_distribution(beta: float, L: int, q_max: int = 12) -> tuple[
     integrand = np.sign(chi)[None, :] ** V * np.exp(V * np.log(np.abs(chi) + 1e-300))[None, :] * np.cos(2 * np.pi * np.outer(q, k))
     pq = np.trapezoid(integrand, k, axis=1) / (2 * np.pi)
     pq = np.maximum(pq, 0.0)
+    # Over all charges, sum_Q density(2 pi Q) = (1/2 pi) sum_n chi(n)^V (Poisson summation), with
+    # chi(n) = I_n(beta) / I_0(beta) at integer n: what the charges up to q_max miss of that is the
+    # probability cut off.
+    n = np.arange(-40, 41)
+    total = np.sum((ive(n, beta) / ive(0, beta)) ** V) / (2 * np.pi)
+    missed = 1.0 - pq.sum() / total
+    if missed > 1e-9:
+        warnings.warn(f"charges up to |Q| = {q_max} hold only {1 - missed:.6g} of the probability at beta={beta}, "
+                      f"L={L}; raise q_max (or leave it None)", RuntimeWarning, stacklevel=2)
     return q, pq / pq.sum()
 
 
-def u1_exact_topological_susceptibility(beta: float, L: int) -> float:
-    """Exact chi_Q = <Q^2> / V of 2D U(1) on an L x L torus (see `u1_exact_charge_distribution`)."""
+def u1_exact_topological_susceptibility(beta: float, L: int, *, per_volume: bool = False) -> float:
+    """Exact topological susceptibility of 2D U(1) on an L x L torus: <Q^2> (the convention of
+    `observables.topological_susceptibility` and of Albergo et al.'s tutorial), or <Q^2> / V with
+    `per_volume` (see `u1_exact_charge_distribution`)."""
     q, p = u1_exact_charge_distribution(beta, L)
-    return float(np.sum(q**2 * p) / (L * L))
+    return float(np.sum(q**2 * p) / (L * L if per_volume else 1))

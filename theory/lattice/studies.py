@@ -274,7 +274,7 @@ def run_u1_study(
         "hmc": {**measure(q_hmc, plaq_hmc, k2), "acceptance": hmc_acc, "seconds": hmc_seconds, "chains": hmc_chains,
                 "trajectories_per_chain": hmc_steps, "step_size": hmc_step_size, "n_leapfrog": hmc_n_leapfrog,
                 "wall_seconds": hmc_seconds},
-        "exact": {"chi_Q": u1_exact_topological_susceptibility(beta, L) * L * L,
+        "exact": {"chi_Q": u1_exact_topological_susceptibility(beta, L),
                   "plaquette": u1_exact_plaquette(beta, L)},
         "published": {"chi_Q": list(PUBLISHED_U1_CHI_Q), "flow_acceptance": PUBLISHED_U1_FLOW_ACCEPTANCE},
     }
