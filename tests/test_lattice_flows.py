@@ -140,6 +140,19 @@ def test_u1_log_prob_gradients_match_finite_differences(x64):
         assert abs(numeric) > 1.0
 
 
+def test_float64_flows_take_float32_configurations(x64):
+    """Under x64 a flow's masks and weights are float64; a float32 configuration is promoted
+    once, instead of changing type inside the layer loop (a TypeError before)."""
+    for flow in (make_phi4_flow(4, 2, hidden_channels=(4,), key=jax.random.key(0)),
+                 make_u1_flow(4, 2, hidden_channels=(4,), key=jax.random.key(0))):
+        x = flow.sample(jax.random.key(1), 2)
+        assert x.dtype == jnp.float64
+        x32 = x.astype(jnp.float32)
+        lp32 = flow.log_prob(x32)
+        assert lp32.dtype == jnp.float64
+        np.testing.assert_allclose(lp32, flow.log_prob(x32.astype(jnp.float64)), rtol=1e-12)
+
+
 def test_u1_flow_gauge_equivariance_and_invariant_density(u1_flow):
     k1, k2 = jax.random.split(jax.random.key(7))
     z = u1_flow.prior.sample(k1, 1)[0]

@@ -481,6 +481,11 @@ class LatticeFlow(eqx.Module):
 
     def _scan(self, x, reverse):
         params, static = eqx.partition(self.layers, eqx.is_array)
+        # The loop carries one dtype: promote x once to that of the layers' float arrays (a float32
+        # configuration given to a flow built in float64 would otherwise change type in the loop).
+        floats = [p for p in jax.tree_util.tree_leaves(params) if jnp.issubdtype(p.dtype, jnp.inexact)]
+        x = jnp.asarray(x)
+        x = x.astype(jnp.result_type(x, *floats))
 
         def body(carry, p):
             layer = eqx.combine(p, static)
