@@ -58,6 +58,12 @@ def test_wrappers_compute_what_flax_computes_and_its_gradients():
     # jit and vmap see an ordinary equinox module.
     batch = jax.jit(jax.vmap(wrapped, in_axes=(0, None, None)))(jnp.ones((4, 2)), x, t)
     assert batch.shape == (4, 2)
+    # The wrapper holds copies: a later change to the NNX module (an optimizer step on it, say)
+    # does not reach it (it shared the module's Variables before).
+    before = np.asarray(wrapped(theta, x, t))
+    module.out.kernel[...] = module.out.kernel[...] + 1.0
+    np.testing.assert_array_equal(np.asarray(wrapped(theta, x, t)), before)
+    assert not np.allclose(np.asarray(module(theta, x, t)), before)
 
 
 def test_linen_embedding_net_trains_with_npe_to_the_conjugate_posterior(tmp_path):

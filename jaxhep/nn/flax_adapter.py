@@ -50,7 +50,8 @@ class FlaxNNX(eqx.Module):
     def __init__(self, module):
         from flax import nnx
 
-        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        # A clone: the split state would otherwise hold the very Variables of `module`.
+        graphdef, params, rest = nnx.split(nnx.clone(module), nnx.Param, ...)
         kinds = _state_kinds(rest)
         if kinds:
             raise ValueError(f"the NNX module holds state other than parameters ({', '.join(kinds)}); only "
