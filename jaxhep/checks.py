@@ -36,3 +36,15 @@ def check_positive_finite(name: str, value: Any) -> None:
     float, never a bool, NaN or a string."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def sample_shape_tuple(sample_shape: Any) -> tuple[int, ...]:
+    """`sample_shape` (an int, a sequence of ints or an integer array, as numpy and JAX take a
+    shape) as a tuple of Python ints; ValueError for anything else or a negative size."""
+    shape = np.asarray(sample_shape)
+    if shape.ndim > 1 or (shape.size and (shape.dtype == bool or not np.issubdtype(shape.dtype, np.integer))):
+        raise ValueError(f"sample_shape must be an integer or a sequence of integers, got {sample_shape!r}")
+    sizes = tuple(int(s) for s in np.atleast_1d(shape)) if shape.size else ()
+    if any(s < 0 for s in sizes):
+        raise ValueError(f"sample_shape must hold non-negative sizes, got {sample_shape!r}")
+    return sizes

@@ -97,6 +97,27 @@ def test_wrong_dimensions_and_nonfinite_x_raise():
     assert q.sample(jax.random.key(0), jnp.stack(pair), (3,)).shape == (3, 2, 2)
 
 
+def test_sample_shape_takes_what_numpy_takes_as_a_shape_and_nothing_else():
+    q, x = DENSITIES["mdn"], jnp.zeros(2)
+    # (the same sizes, so that only two programs compile)
+    for shape, expected in ((5, (5,)), ([5], (5,)), (np.array([5]), (5,)), (np.int64(5), (5,)),
+                            (jnp.array([5, 2]), (5, 2)), ((np.int32(5), 2), (5, 2))):
+        assert q.sample(jax.random.key(0), x, shape).shape == expected + (2,)
+    # An array used to fail on `!= ()`, a float was truncated to an int.
+    for bad in ((2.7,), (True,), "ab", ((2,), (3,))):
+        with pytest.raises(ValueError, match="sample_shape must be an integer or a sequence of integers"):
+            q.sample(jax.random.key(0), x, bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        q.sample(jax.random.key(0), x, (-1,))
+
+
+def test_mixture_density_network_checks_its_sizes():
+    assert MixtureDensityNetwork(np.int64(2), np.int64(3), key=jax.random.key(0)).theta_dim == 2
+    for args, name in (((0, 3), "theta_dim"), ((2, -1), "x_dim"), ((2, 3, 0), "num_components")):
+        with pytest.raises(ValueError, match=name):
+            MixtureDensityNetwork(*args, key=jax.random.key(0))
+
+
 def test_standardized_respects_box_support_and_normalises():
     """A density wrapped with a box support map puts all mass inside the box, integrates to one
     there, and gives -inf outside."""

@@ -21,6 +21,12 @@ def test_residual_mlp_uses_context():
     assert float(jnp.max(jnp.abs(a - b))) > 1e-4
     with pytest.raises(ValueError, match="context"):
         net(x)
+    with pytest.raises(ValueError, match=r"shape \(4,\), got shape \(3,\)"):
+        net(x, jnp.ones(3))
+    # A network built without a context refuses one instead of ignoring it.
+    plain = ResidualMLP(2, 3, width=8, key=jax.random.key(1))
+    with pytest.raises(ValueError, match="without a context"):
+        plain(x, jnp.ones(4))
 
 
 def test_bad_arguments():
@@ -28,6 +34,10 @@ def test_bad_arguments():
         get_activation("swishy")
     with pytest.raises(ValueError, match="width"):
         MLP(2, 2, width=0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="context_size"):
+        ResidualMLP(2, 2, context_size=-1, key=jax.random.key(0))
+    # numpy integers are integers.
+    assert MLP(np.int64(3), 2, width=np.int32(4), key=jax.random.key(0))(jnp.ones(3)).shape == (2,)
 
 
 def test_permutation_invariant_summary():

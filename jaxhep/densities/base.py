@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxhep.checks import check_positive_finite, check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int, sample_shape_tuple
 from jaxhep.compilation import filter_jit
 from jaxhep.nn.init import is_concrete
 
@@ -147,10 +147,7 @@ class AbstractConditionalDensity(eqx.Module):
         """
         x = check_last_dim(x, self.x_dim, "x")
         x = check_finite(x, "x")
-        sample_shape = tuple(int(s) for s in np.atleast_1d(sample_shape)) if sample_shape != () else ()
-        if any(s < 0 for s in sample_shape):
-            raise ValueError(f"sample_shape must hold non-negative sizes, got {sample_shape}")
-        return _sample_entry(self, key, x, sample_shape)
+        return _sample_entry(self, key, x, sample_shape_tuple(sample_shape))
 
     def map(self, key: PRNGKeyArray, x: Float[Array, "*b c"], *, num_init: int = 1000, num_to_optimize: int = 100,
             num_steps: int = 500, learning_rate: float = 0.01) -> Float[Array, "*b d"]:

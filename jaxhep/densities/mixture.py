@@ -9,6 +9,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from jaxhep.checks import check_positive_int
 from jaxhep.densities.base import AbstractConditionalDensity
 from jaxhep.nn import MLP
 
@@ -32,8 +33,11 @@ class MixtureDensityNetwork(AbstractConditionalDensity):
 
     def __init__(self, theta_dim: int, x_dim: int, num_components: int = 10, hidden_features: int = 50,
                  depth: int = 2, activation: str = "tanh", *, key: PRNGKeyArray):
-        if num_components < 1:
-            raise ValueError(f"num_components must be >= 1, got {num_components}")
+        for name, value in (("theta_dim", theta_dim), ("num_components", num_components)):
+            check_positive_int(name, value)
+        if isinstance(x_dim, bool) or not isinstance(x_dim, (int, np.integer)) or x_dim < 0:
+            raise ValueError(f"x_dim must be an integer >= 0, got {x_dim!r}")
+        theta_dim, x_dim, num_components = int(theta_dim), int(x_dim), int(num_components)
         self.theta_dim, self.x_dim, self.num_components = theta_dim, x_dim, num_components
         n_tri = theta_dim * (theta_dim + 1) // 2
         k1, k2 = jax.random.split(key)

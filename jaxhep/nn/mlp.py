@@ -7,6 +7,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.nn.init import linear, numpy_rng
@@ -46,7 +47,7 @@ def get_activation(activation: str | Callable[[Array], Array]) -> Callable[[Arra
 
 def _check_sizes(in_size: int, out_size: int, width: int, depth: int) -> None:
     for name, value, least in (("in_size", in_size, 0), ("out_size", out_size, 1), ("width", width, 1), ("depth", depth, 0)):
-        if not isinstance(value, int) or value < least:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
@@ -126,6 +127,9 @@ class ResidualMLP(eqx.Module):
                  context_size: int = 0, activation: str | Callable = "relu", final_zero: bool = False,
                  *, key: PRNGKeyArray):
         _check_sizes(in_size, out_size, width, num_blocks)
+        if not isinstance(context_size, (int, np.integer)) or isinstance(context_size, bool) or context_size < 0:
+            raise ValueError(f"context_size must be an integer >= 0, got {context_size!r}")
+        context_size = int(context_size)
         rng = numpy_rng(key)
         self.initial = linear(max(in_size, 1) + context_size, width, rng)
         blocks = []
@@ -144,10 +148,13 @@ class ResidualMLP(eqx.Module):
         if x.shape[-1] == 0:
             x = jnp.zeros((1,), x.dtype)
         if self.context_size > 0:
-            if context is None:
-                raise ValueError(f"this network expects a context vector of size {self.context_size}")
+            if context is None or jnp.shape(context) != (self.context_size,):
+                got = "none" if context is None else f"shape {jnp.shape(context)}"
+                raise ValueError(f"this network expects a context vector of shape ({self.context_size},), got {got}")
             h = self.initial(jnp.concatenate([x, context]))
         else:
+            if context is not None:
+                raise ValueError("this network was built without a context (context_size=0), but one was given")
             h = self.initial(x)
         for block in self.blocks:
             h = block(h, context, self.activation)
