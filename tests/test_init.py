@@ -2,6 +2,7 @@
 
 import logging
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -52,6 +53,9 @@ def test_numpy_rng_rejects_what_is_not_one_key():
         numpy_rng(np.zeros(2, np.float32))
     rng = np.random.default_rng(0)
     assert numpy_rng(rng) is rng
+    # Under vmap the key is a tracer: a message saying why, not a TracerArrayConversionError.
+    with pytest.raises(TypeError, match="cannot be built inside jax.jit or jax.vmap"):
+        eqx.filter_vmap(lambda k: MLP(2, 2, key=k))(jax.random.split(jax.random.key(0), 3))
 
 
 def test_building_networks_compiles_nothing(caplog):

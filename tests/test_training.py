@@ -35,6 +35,19 @@ def test_fit_recovers_least_squares_solution():
     assert hist.val_loss[-1] < 0.02  # noise variance is 0.01
 
 
+def test_a_raw_uint32_key_trains_as_its_typed_key():
+    """jax.random.PRNGKey keys failed in the validation program (a reshape of split raw keys)."""
+    x, y, _ = _linear_problem(n=300)
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    kwargs = dict(batch_size=50, max_epochs=3, progress=False)
+    raw, hist_raw = fit(jax.random.PRNGKey(1), model, mse_loss, (x, y), **kwargs)
+    typed, hist_typed = fit(jax.random.wrap_key_data(jax.random.PRNGKey(1)), model, mse_loss, (x, y), **kwargs)
+    np.testing.assert_array_equal(np.asarray(hist_raw.val_loss), np.asarray(hist_typed.val_loss))
+    np.testing.assert_array_equal(np.asarray(raw.layers[0].weight), np.asarray(typed.layers[0].weight))
+    with pytest.raises(TypeError, match="single JAX PRNG key"):
+        fit(np.zeros(2, np.float32), model, mse_loss, (x, y), **kwargs)
+
+
 def test_early_stopping_restores_best_state():
     x, y, _ = _linear_problem(n=400, noise=1.0)
     model = MLP(3, 1, width=64, depth=2, key=jax.random.key(2))

@@ -30,6 +30,10 @@ def numpy_rng(key: PRNGKeyArray | np.random.Generator) -> np.random.Generator:
     passed through, so that one can feed several layers in turn."""
     if isinstance(key, np.random.Generator):
         return key
+    if not is_concrete(key):
+        raise TypeError("jaxhep draws initial weights on the host from the bits of the key, so its networks cannot "
+                        "be built inside jax.jit or jax.vmap (e.g. an ensemble by eqx.filter_vmap): build them in a "
+                        "Python loop and stack their arrays")
     if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
         if np.ndim(key) != 0:
             raise TypeError(f"expected a single JAX PRNG key, got a key array of shape {np.shape(key)}")
@@ -39,6 +43,15 @@ def numpy_rng(key: PRNGKeyArray | np.random.Generator) -> np.random.Generator:
         raise TypeError(f"expected a single JAX PRNG key (typed, or raw uint32 of shape (2,)), got dtype "
                         f"{bits.dtype} and shape {bits.shape}")
     return np.random.default_rng([int(b) for b in bits])
+
+
+def typed_key(key: PRNGKeyArray) -> PRNGKeyArray:
+    """`key` as a typed JAX key: a raw uint32 key (`jax.random.PRNGKey`) is wrapped with the default
+    implementation, which gives the same random streams; TypeError for anything that is not a key."""
+    if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        return key
+    numpy_rng(key)  # the checks of a single raw key
+    return jax.random.wrap_key_data(jax.device_put(np.asarray(key)))
 
 
 def split_on_host(key: PRNGKeyArray, num: int) -> list[PRNGKeyArray]:

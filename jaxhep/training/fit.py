@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from jaxhep import compilation
 from jaxhep.checks import check_positive_int
-from jaxhep.nn.init import numpy_rng, split_on_host
+from jaxhep.nn.init import numpy_rng, split_on_host, typed_key
 from jaxhep.training.parallel import DATA_AXIS, data_mesh
 
 
@@ -424,7 +424,8 @@ def fit(
         for leaf in jax.tree_util.tree_leaves(data):
             if not np.isfinite(np.asarray(leaf)).all():
                 raise ValueError("data contains NaN or inf (pass drop_invalid=True to drop those rows)")
-    k_split, k_train, k_val = split_on_host(key, 3)
+    # Typed keys inside: raw uint32 keys (jax.random.PRNGKey) split into arrays with a trailing axis.
+    k_split, k_train, k_val = split_on_host(typed_key(key), 3)
     train, val = split_train_val(k_split, data, validation_fraction)
     if lr_decay_factor is not None and val is None:
         raise ValueError("lr_decay_factor needs a validation split (validation_fraction > 0) to detect plateaus")
