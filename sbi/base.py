@@ -14,8 +14,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer, transform_rows)
 from jaxhep.nn.init import split_on_host
-from jaxhep.training import (History, check_devices, check_ema_decay, check_lr_decay, check_positive_int,
-                             drop_nonfinite, fit)
+from jaxhep.training import (History, check_clip_norm, check_devices, check_ema_decay, check_lr_decay,
+                             check_positive_int, drop_nonfinite, fit)
 
 
 class Posterior(AbstractConditionalDensity):
@@ -134,6 +134,7 @@ class AbstractPosteriorEstimator(eqx.Module):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         check_ema_decay(self.ema_decay)
         check_lr_decay(self.lr_decay_factor, self.lr_decay_patience)
+        check_clip_norm(self.clip_norm)
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check_support(self.support)

@@ -181,6 +181,10 @@ def test_input_errors_and_untouched_inputs():
     for bound in (0.0, -3.0, float("inf"), "3", True):
         with pytest.raises(ValueError, match="tail_bound must be a positive finite number"):
             NPE(tail_bound=bound)
+    # Clipping at 0 trained nothing and at -1 turned every step uphill, silently.
+    for clip in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="clip_norm must be a positive finite number"):
+            NPE(clip_norm=clip)
     with pytest.raises(ValueError, match="same number of rows"):
         NPE(**SMALL).fit(jax.random.key(0), theta, x[:-1], prior=prior)
     with pytest.raises(ValueError, match="prior"):

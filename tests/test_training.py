@@ -91,6 +91,9 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="validation_batch_size"):
         fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((10, 1))), validation_batch_size=0,
             progress=False)
+    with pytest.raises(ValueError, match="clip_norm must be a positive finite number"):
+        fit(jax.random.key(0), model, mse_loss, (np.zeros((10, 3)), np.zeros((10, 1))), clip_norm=-1.0,
+            progress=False)
     with pytest.raises(ValueError, match="no simulations given"):
         drop_nonfinite((np.zeros((0, 3)), np.zeros((0, 1))))
 

@@ -21,7 +21,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from jaxhep import compilation
-from jaxhep.checks import check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int
 from jaxhep.nn.init import numpy_rng, split_on_host, typed_key
 from jaxhep.training.parallel import DATA_AXIS, data_mesh
 
@@ -92,6 +92,13 @@ def check_ema_decay(ema_decay: float | None) -> None:
     """Raise ValueError unless `ema_decay` is None or lies in [0, 1)."""
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay!r}")
+
+
+def check_clip_norm(clip_norm: float | None) -> None:
+    """Raise ValueError unless `clip_norm` is None or a positive finite number (optax's global-norm
+    clipping at 0 trains nothing, at a negative value it turns every step uphill)."""
+    if clip_norm is not None:
+        check_positive_finite("clip_norm", clip_norm)
 
 
 def check_lr_decay(factor: float | None, patience: int) -> None:
@@ -414,6 +421,7 @@ def fit(
                          "split over")
     check_ema_decay(ema_decay)
     check_lr_decay(lr_decay_factor, lr_decay_patience)
+    check_clip_norm(clip_norm)
     if not (isinstance(weight_decay, (int, float, np.floating, np.integer)) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if weight_decay and optimizer is not None:
