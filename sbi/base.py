@@ -77,7 +77,8 @@ def _as_2d(a, name: str) -> np.ndarray:
 def check_training_data(theta, x, prior=None) -> tuple[np.ndarray, np.ndarray]:
     """Validate simulations and drop the invalid ones (NaN/inf, with a warning).
 
-    Returns float32 copies; the caller's arrays are left untouched.
+    Returns float64 copies (the statistics of the z-scoring are computed from them; training
+    runs in float32 after it); the caller's arrays are left untouched.
 
     Raises:
         ValueError: when row counts differ, or theta's dimension disagrees with the prior's.
@@ -91,7 +92,12 @@ def check_training_data(theta, x, prior=None) -> tuple[np.ndarray, np.ndarray]:
         if event != (theta.shape[1],):
             raise ValueError(f"theta has dimension {theta.shape[1]} but the prior is over shape {event}; "
                              f"expected a prior over vectors of size {theta.shape[1]}")
-    (theta, x), _ = drop_nonfinite((theta.astype(np.float32), x.astype(np.float32)))
+    (theta, x), _ = drop_nonfinite((theta.astype(np.float64), x.astype(np.float64)))
+    big = float(np.finfo(np.float32).max)
+    for name, arr in (("theta", theta), ("x", x)):
+        if np.any(np.abs(arr) > big):
+            raise ValueError(f"{name} holds values beyond float32's range (|value| > {big:.3g}), in which training "
+                             f"and sampling run; rescale {name} (e.g. take logarithms) before fitting")
     return theta, x
 
 
@@ -177,8 +183,9 @@ class AbstractPosteriorEstimator(eqx.Module):
         theta, x = check_training_data(theta, x, prior)
         to_base, x_loc, x_scale, low, high = make_standardizer(
             theta, x, prior, z_score_theta=self.z_score_theta, z_score_x=self.z_score_x, support=self.support)
-        z = transform_rows(to_base, theta)
-        xz = (x - np.asarray(x_loc)) / np.asarray(x_scale)
+        z = transform_rows(to_base, theta.astype(np.float32))
+        # In float64, then float32: the offset goes before the rounding.
+        xz = (x - np.asarray(x_loc, np.float64)) / np.asarray(x_scale, np.float64)
         k_build, k_fit = split_on_host(key, 2)
         if density is None:
             if self.embedding_net is None:

@@ -1,5 +1,7 @@
 """Densities: normalisation, sampling consistent with log_prob, broadcasting, support handling."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,6 +163,39 @@ def test_z_scoring_leaves_constant_columns_alone_and_keeps_small_units():
     to_base, *_ = make_standardizer(theta, x)
     u = np.asarray(to_base.transform(jnp.array([0.0, 0.3001])))
     assert abs(u[1] - 1e-4) < 1e-5
+
+
+def test_z_scoring_statistics_are_taken_in_float64(x64):
+    """Before: x of order 1e20 overflowed float32 squares (scale inf, every x standardised to 0),
+    and a legal float64 theta just below a bound rounded past it in float32 ("outside the prior's
+    support")."""
+    import numpyro.distributions as dist
+
+    from jaxhep.densities.standardize import make_standardizer
+
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(0.0, 0.1, size=(500, 1))
+    theta[0] = 0.1 - 1e-10
+    x = 1e20 * (theta + rng.normal(size=(500, 1)))
+    prior = dist.Uniform(jnp.zeros(1), jnp.full(1, 0.1)).to_event(1)
+    to_base, x_loc, x_scale, _, _ = make_standardizer(theta, x, prior)
+    np.testing.assert_allclose(np.asarray(x_scale), x.std(axis=0), rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(to_base.transform(jnp.asarray(theta[0], jnp.float32)))))
+
+
+def test_columns_float32_cannot_resolve_get_a_warning():
+    from jaxhep.densities.standardize import make_standardizer
+
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=(1000, 1))
+    x = np.concatenate([1e5 + 0.01 * theta, theta + rng.normal(size=(1000, 1))], axis=1)
+    with pytest.warns(UserWarning, match=r"x column 0 has a spread of 0.00977 .* steps of 0.00781"):
+        _, x_loc, x_scale, _, _ = make_standardizer(theta, x)
+    # The statistics come from the float64 values: the spread is not that of ten float32 levels.
+    np.testing.assert_allclose(np.asarray(x_scale), x.std(axis=0), rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_standardizer(theta, x - 1e5)
 
 
 def test_training_a_standardized_density_leaves_its_standardisation_fixed():

@@ -191,6 +191,9 @@ def test_input_errors_and_untouched_inputs():
         NPE(**SMALL).fit(jax.random.key(0), theta, x, prior=dist.Normal(jnp.zeros(3), 1.0).to_event(1))
     with pytest.raises(ValueError, match="2-D"):
         NPE(**SMALL).fit(jax.random.key(0), theta[:, 0], x, prior=prior)
+    with pytest.raises(ValueError, match="x holds values beyond float32's range"):
+        NPE(**SMALL).fit(jax.random.key(0), theta, np.where(np.arange(300)[:, None] == 7, 1e39, x.astype(np.float64)),
+                          prior=prior)
     box = dist.Uniform(jnp.zeros(2), jnp.ones(2)).to_event(1)
     with pytest.raises(ValueError, match="outside the prior's support"):
         NPE(**SMALL).fit(jax.random.key(0), theta, x, prior=box)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -144,9 +146,15 @@ class Standardized(AbstractConditionalDensity):
         return self.base.loss(key, self._fixed_to_base().transform(theta), self.standardize_x(x))
 
 
-def _robust_loc_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _robust_loc_scale(a: np.ndarray, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
+    # In float64 on the host: float32 squares overflow from about 1e19, and a float32 copy of
+    # data with a large offset (1e5 + 0.01 * signal) keeps only a few distinct values.
+    a = np.asarray(a, np.float64)
     loc = a.mean(axis=0)
     scale = a.std(axis=0)
+    if not (np.all(np.isfinite(loc)) and np.all(np.isfinite(scale))):
+        raise ValueError(f"the mean or spread of some column of {name} is not finite in float64 (values near "
+                         f"1e154 or beyond); rescale {name} before fitting")
     # Constant columns carry no information: they get their value as location and a unit
     # scale. They are found by comparing values, not by a small standard deviation: in float32
     # the mean and spread of 1000 copies of 0.1 come out with errors of ~1e-6, and dividing by
@@ -179,7 +187,11 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
             `support`.
     """
     check_support(support)
-    theta = np.asarray(theta, dtype=np.float32)
+    # The support check and the statistics in the caller's precision (float64 where given): a
+    # legal theta just below a bound can round onto or past it in float32.
+    theta = np.asarray(theta)
+    if not np.issubdtype(theta.dtype, np.floating):
+        theta = theta.astype(np.float64)
     d = theta.shape[1]
     layers = []
     u = theta
@@ -198,17 +210,40 @@ def make_standardizer(theta, x, prior=None, *, z_score_theta: bool = True, z_sco
                 layers.append(box)
                 u = transform_rows(box, theta)
     if z_score_theta:
-        loc, scale = _robust_loc_scale(u)
+        loc, scale = _robust_loc_scale(u, "theta")
         layers.append(Invert(Affine(loc, scale)))
     if not layers:
         layers.append(Affine(np.zeros(d), np.ones(d)))
     to_base = Chain(layers) if len(layers) > 1 else layers[0]
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float64)
+    warn_if_float32_loses_resolution(theta, "theta")
+    warn_if_float32_loses_resolution(x, "x")
     if z_score_x:
         x_loc, x_scale = _robust_loc_scale(x)
     else:
         x_loc, x_scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
     return to_base, jnp.asarray(x_loc, jnp.float32), jnp.asarray(x_scale, jnp.float32), trunc_low, trunc_high
+
+
+def warn_if_float32_loses_resolution(a: np.ndarray, name: str, *, tolerance: float = 0.01) -> None:
+    """Warn for columns of `a` that float32, in which jaxhep's networks and standardisation run,
+    cannot resolve: where its step at the column's largest magnitude exceeds `tolerance` times
+    the column's standard deviation (e.g. 1e5 + 0.01 * signal, step 0.0078). Observations and
+    samples of such a column lose that precision; subtracting an offset first keeps it. Silent
+    under x64 (jax_enable_x64), where the arrays stay float64."""
+    if jax.config.jax_enable_x64 or a.size == 0:
+        return
+    a = np.asarray(a, np.float64)
+    step = np.spacing(np.max(np.abs(a), axis=0).astype(np.float32)).astype(np.float64)
+    spread = a.std(axis=0)
+    coarse = np.flatnonzero((spread > 0) & (step > tolerance * spread))
+    if coarse.size:
+        j = int(coarse[0])
+        more = f" (and {coarse.size - 1} more)" if coarse.size > 1 else ""
+        warnings.warn(f"{name} column {j}{more} has a spread of {spread[j]:.3g} at magnitudes up "
+                      f"to {np.max(np.abs(a[:, j])):.3g}, where float32 resolves only steps of {step[j]:.3g}: its "
+                      f"values lose precision in float32; subtract an offset (e.g. the column's mean) before fitting "
+                      f"and sampling", UserWarning, stacklevel=3)
 
 
 def check_support(support: str) -> None:
