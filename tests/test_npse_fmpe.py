@@ -69,6 +69,12 @@ def test_bounded_prior_support_and_batched_observations():
     assert np.all(np.abs(np.asarray(s)) < 1.0)
     lp = post.log_prob(jnp.array([[0.0, 0.0], [1.5, 0.0]]), xs[0])
     assert np.isfinite(float(lp[0])) and float(lp[1]) == -np.inf
+    # Non-finite theta is outside every support: -inf beside the finite rows, not an ODE solve from
+    # NaN that ran into its step limit and failed the whole batch with a max_steps message.
+    lp = post.log_prob(jnp.array([[0.0, 0.0], [jnp.nan, 0.5], [jnp.inf, 0.0]]), xs[0])
+    assert np.isfinite(float(lp[0])) and np.all(np.asarray(lp[1:]) == -np.inf)
+    with pytest.raises(ValueError, match="x must be finite"):
+        post.log_prob(jnp.array([0.0, 0.0]), jnp.array([0.5, jnp.nan]))
 
 
 @pytest.mark.parametrize("support", ["truncate", "transform"])

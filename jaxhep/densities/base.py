@@ -125,10 +125,12 @@ class AbstractConditionalDensity(eqx.Module):
             Log-densities with the broadcast batch shape.
 
         Raises:
-            ValueError: for trailing dimensions that do not match the model.
+            ValueError: for trailing dimensions that do not match the model, or non-finite x
+                (before tracing; a runtime error under jit).
         """
         theta = check_last_dim(theta, self.theta_dim, "theta")
         x = check_last_dim(x, self.x_dim, "x")
+        x = check_finite(x, "x")
         return _log_prob_entry(self, theta, x)
 
     def sample(self, key: PRNGKeyArray, x: Float[Array, "*b c"], sample_shape: tuple[int, ...] = ()) -> Float[Array, "*s *b d"]:

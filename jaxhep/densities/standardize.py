@@ -95,8 +95,11 @@ class Standardized(AbstractConditionalDensity):
 
     def _log_prob(self, theta, x):
         z, log_det = self._fixed_to_base().transform_and_log_det(theta)
-        lp = self.base._log_prob(z, self.standardize_x(x)) + log_det
-        return jnp.where(self._inside(theta), lp, -jnp.inf)
+        # Outside the support (NaN theta included) the base is evaluated at z = 0 and the result
+        # discarded: an ODE-based base would otherwise integrate from NaN until its step limit.
+        inside = self._inside(theta) & jnp.all(jnp.isfinite(z))
+        lp = self.base._log_prob(jnp.where(inside, z, 0.0), self.standardize_x(x)) + log_det
+        return jnp.where(inside, lp, -jnp.inf)
 
     def _sample(self, key, x):
         if self.low is not None:
