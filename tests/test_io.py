@@ -17,6 +17,7 @@ from jaxhep import simulators
 from jaxhep.densities import nsf
 from jaxhep.io import VERSION, load, save
 from jaxhep.sbi import FMPE, NPE, Posterior
+from jaxhep.training import History
 
 TINY = dict(num_transforms=2, hidden_features=16, batch_size=100, max_epochs=2, progress=False)
 
@@ -86,6 +87,27 @@ def test_load_into_a_template_reads_arrays_only(tmp_path, moons):
         # Run facts of the history (here its seconds) do not count as settings.
         later = dataclasses.replace(template.history, seconds=template.history.seconds + 1.0)
         load(tmp_path / "p", like=eqx.tree_at(lambda p: p.history, template, later))
+        # A template whose fit ran another number of epochs (as early stopping makes likely): the
+        # loaded history is the saved run, losses and run facts (it failed on the loss shapes).
+        shorter = History(template.history.train_loss[:1], template.history.val_loss[:1], best_epoch=0, epochs=1,
+                          stopped_early=False, seconds=0.0, lr_scale=template.history.lr_scale[:1])
+        loaded = load(tmp_path / "p", like=eqx.tree_at(lambda p: p.history, template, shorter))
+    for field in ("best_epoch", "epochs", "stopped_early", "seconds"):
+        assert getattr(loaded.history, field) == getattr(posterior.history, field)
+    np.testing.assert_array_equal(loaded.history.train_loss, posterior.history.train_loss)
+    assert posterior.history.epochs > 1
+    # A file from before the run facts were saved: the losses load, with a warning.
+    with zipfile.ZipFile(tmp_path / "p") as zin, zipfile.ZipFile(tmp_path / "old", "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "header.json":
+                header = json.loads(data)
+                del header["histories"]
+                data = json.dumps(header)
+            zout.writestr(item, data)
+    with pytest.warns(UserWarning, match="predates the saving of a history's run facts"):
+        old = load(tmp_path / "old", like=eqx.tree_at(lambda p: p.history, template, shorter))
+    np.testing.assert_array_equal(old.history.train_loss, posterior.history.train_loss)
     relu = NPE(**(TINY | dict(activation="relu"))).build(jax.random.key(0), 2, 2)
     tanh = NPE(**(TINY | dict(activation="tanh"))).build(jax.random.key(0), 2, 2)
     save(tmp_path / "relu", relu)

@@ -18,6 +18,7 @@ untrained model built with the same settings); it never unpickles anything.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -134,7 +135,7 @@ def save(path: str | os.PathLike, obj: Any, *, overwrite: bool = False) -> Path:
                         "closures in static fields") from err
     header = {"format": FORMAT, "version": VERSION, "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
               "jaxhep": _jaxhep_version(), "jax": jax.__version__, "arrays": [_describe(a) for a in arrays],
-              "structure": _structure(obj)}
+              "structure": _structure(obj), "histories": [_run_facts(h) for h in _histories(obj)]}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         # mkstemp makes the file readable by its owner only; give it the permissions of any new file.
@@ -205,7 +206,7 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
                 warnings.warn(f"{path} holds a {header.get('type')} whose settings differ from like= (the arrays "
                               f"match): the loaded object keeps like='s settings. Saved: "
                               f"{_first_difference(header['structure'], _structure(like))}", stacklevel=2)
-            return _fill(like, arrays, metas, path)
+            return _fill(like, arrays, metas, path, header.get("histories"))
         try:
             skeleton = pickle.loads(zf.read(_SKELETON))
         except Exception as err:
@@ -216,22 +217,62 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
                                   skeleton, is_leaf=lambda leaf: isinstance(leaf, _Slot))
 
 
-def _fill(like: Any, arrays: list, metas: list[dict], path: Path) -> Any:
-    """Put the saved arrays into the array leaves of `like`, checking that they match."""
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(like)
-    where = [(kp, leaf) for kp, leaf in with_paths if eqx.is_array(leaf)]
-    if len(where) != len(arrays):
-        raise ValueError(f"{path} holds {len(arrays)} arrays but like= has {len(where)}; it must have the "
+def _is_history(node) -> bool:
+    from jaxhep.training.fit import History
+
+    return isinstance(node, History)
+
+
+def _histories(obj: Any) -> list:
+    """The training histories in `obj`, in the order of its leaves."""
+    return [n for n in jax.tree_util.tree_leaves(obj, is_leaf=_is_history) if _is_history(n)]
+
+
+def _run_facts(history) -> dict:
+    return {"best_epoch": history.best_epoch, "epochs": history.epochs, "stopped_early": history.stopped_early,
+            "seconds": history.seconds}
+
+
+def _fill(like: Any, arrays: list, metas: list[dict], path: Path, histories: list[dict] | None = None) -> Any:
+    """Put the saved arrays into the array leaves of `like`, checking that they match. A training
+    history takes the saved run (its loss arrays of the saved length, its epochs and best epoch):
+    a template fitted with the same settings has, with early stopping, rarely run as long."""
+    nodes, treedef = jax.tree_util.tree_flatten_with_path(like, is_leaf=_is_history)
+    count = sum(len([a for a in jax.tree_util.tree_leaves(n) if eqx.is_array(a)]) if _is_history(n)
+                else int(eqx.is_array(n)) for _, n in nodes)
+    if count != len(arrays):
+        raise ValueError(f"{path} holds {len(arrays)} arrays but like= has {count}; it must have the "
                          "structure of the saved object")
-    for (kp, leaf), meta in zip(where, metas):
+    saved = iter(zip(arrays, metas))
+    facts = iter(histories or [])
+
+    def take(kp, leaf, any_length: bool):
+        array, meta = next(saved)
         want = _describe(leaf)
-        if (want["shape"], want["dtype"]) != (meta["shape"], meta["dtype"]):
+        keep = (lambda shape: (len(shape), list(shape[1:]))) if any_length else list  # any_length: a loss history
+        if (keep(want["shape"]), want["dtype"]) != (keep(meta["shape"]), meta["dtype"]):
             raise ValueError(f"like{jax.tree_util.keystr(kp)} has shape {tuple(want['shape'])} and dtype "
                              f"{want['dtype']}, but the file holds shape {tuple(meta['shape'])} and dtype "
                              f"{meta['dtype']} there")
-    it = iter(arrays)
-    return jax.tree_util.tree_unflatten(treedef, [next(it) if eqx.is_array(leaf) else leaf
-                                                  for _, leaf in with_paths])
+        return array
+
+    out = []
+    for kp, node in nodes:
+        if _is_history(node):
+            leaves, htree = jax.tree_util.tree_flatten_with_path(node)
+            node = jax.tree_util.tree_unflatten(htree, [take(kp + hp, a, True) if eqx.is_array(a) else a
+                                                        for hp, a in leaves])
+            run = next(facts, None)
+            if run is not None:
+                node = dataclasses.replace(node, **run)
+            elif len(node.train_loss) != node.epochs:
+                warnings.warn(f"{path} predates the saving of a history's run facts: the loaded history has "
+                              f"{len(node.train_loss)} epochs of losses but like='s epoch count and best epoch",
+                              stacklevel=3)
+            out.append(node)
+        else:
+            out.append(take(kp, node, False) if eqx.is_array(node) else node)
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _structure(obj: Any) -> str:
