@@ -23,7 +23,10 @@ class Posterior(AbstractConditionalDensity):
 
     It meets the density interface (`log_prob(theta, x)`, `sample(key, x, sample_shape)`),
     is an immutable pytree (jit/vmap/save like any equinox module) and carries its training
-    history.
+    history. With `support="truncate"` (a bounded prior), `log_prob` is not renormalised over the
+    prior's box, while `sample` draws from the renormalised density (see `Standardized`).
+    `jax.jit(posterior.log_prob)` fails on the bound method (as for any equinox module); jit a
+    function that takes the posterior, or use `eqx.filter_jit(posterior.log_prob)`.
 
     Attributes:
         estimator: the trained density, wrapped in its standardisation and support map.
