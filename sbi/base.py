@@ -93,8 +93,9 @@ def check_training_data(theta, x, prior=None) -> tuple[np.ndarray, np.ndarray]:
     if prior is not None:
         event = tuple(getattr(prior, "batch_shape", ())) + tuple(getattr(prior, "event_shape", ()))
         if event != (theta.shape[1],):
+            hint = " (for one parameter, e.g. dist.Uniform(0.0, 1.0).expand([1]).to_event(1))" if event == () else ""
             raise ValueError(f"theta has dimension {theta.shape[1]} but the prior is over shape {event}; "
-                             f"expected a prior over vectors of size {theta.shape[1]}")
+                             f"expected a prior over vectors of size {theta.shape[1]}{hint}")
     (theta, x), _ = drop_nonfinite((theta.astype(np.float64), x.astype(np.float64)))
     big = float(np.finfo(np.float32).max)
     for name, arr in (("theta", theta), ("x", x)):

@@ -189,6 +189,8 @@ def test_input_errors_and_untouched_inputs():
         NPE(**SMALL).fit(jax.random.key(0), theta, x[:-1], prior=prior)
     with pytest.raises(ValueError, match="prior"):
         NPE(**SMALL).fit(jax.random.key(0), theta, x, prior=dist.Normal(jnp.zeros(3), 1.0).to_event(1))
+    with pytest.raises(ValueError, match=r"prior is over shape \(\); .*expand\(\[1\]\)\.to_event\(1\)"):
+        NPE(**SMALL).fit(jax.random.key(0), theta[:, :1], x, prior=dist.Normal(0.0, 1.0))
     with pytest.raises(ValueError, match="2-D"):
         NPE(**SMALL).fit(jax.random.key(0), theta[:, 0], x, prior=prior)
     with pytest.raises(ValueError, match="x holds values beyond float32's range"):
