@@ -10,7 +10,7 @@ from helpers import mse_loss
 
 from jaxhep.nn import MLP
 from jaxhep.training import check_devices, data_mesh, fit, use_cpu_cores
-from jaxhep.training.parallel import cores_for_batch
+from jaxhep.training.parallel import cores_for_batch, devices_for_cores
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu" or len(jax.devices()) < 2,
                                 reason="needs a CPU backend with two devices (tests/conftest.py)")
@@ -131,3 +131,8 @@ def test_device_choices_and_cpu_core_helpers():
         use_cpu_cores(len(jax.devices("cpu")) + 1)
     with pytest.raises(ValueError, match="positive integer"):
         use_cpu_cores(0)
+    # Were: "max() arg is an empty sequence", 1 core for a negative batch, "all" for n=0.
+    for call, name in ((lambda: cores_for_batch(100, limit=0), "limit"), (lambda: cores_for_batch(-3), "batch_size"),
+                       (lambda: devices_for_cores(200, n=0), "n")):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            call()

@@ -358,12 +358,15 @@ def fit(
             those of per-array Adam).
         learning_rate: Adam's step size when `optimizer` is None.
         clip_norm: global gradient-norm clipping (None to switch off).
-        batch_size: minibatch size (reduced to the training-set size if larger).
+        batch_size: minibatch size (reduced to the training-set size if larger, rounded down to
+            a multiple of the device count with `devices`).
         max_epochs: upper bound on epochs.
         validation_fraction: share of data held out for early stopping (0 trains all epochs).
         patience: epochs without validation improvement before stopping.
         validation_batch_size: largest chunk for evaluating the validation loss (equal chunks
-            are used; fewer than one row per chunk may be left out to keep shapes static).
+            are used; fewer than one row per chunk may be left out to keep shapes static, and
+            with `devices`, where each chunk is a multiple of the device count, fewer than that
+            count per chunk).
         progress: show a progress bar.
         drop_invalid: drop rows with NaN/inf (with a warning) instead of raising.
         filter_spec: which leaves of `model` are trained (an `eqx.filter` spec).

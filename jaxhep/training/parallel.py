@@ -77,6 +77,8 @@ def usable_cores() -> int:
 def cores_for_batch(batch_size: int, limit: int | None = None) -> int:
     """The most cores this process may run on, up to `limit`, whose count divides `batch_size`
     (so that each gets an equal share of a minibatch); at least 1."""
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("limit", limit, none_ok=True)
     top = usable_cores() if limit is None else min(usable_cores(), limit)
     return max(n for n in range(1, top + 1) if batch_size % n == 0)
 
@@ -118,6 +120,7 @@ def devices_for_cores(batch_size: int, n: int | None = None, limit: int | None =
         ValueError: when `batch_size` is not a multiple of the CPU device count.
         RuntimeError: when JAX has already run a computation with another CPU device count.
     """
+    check_positive_int("n", n, none_ok=True)
     count = use_cpu_cores(cores_for_batch(batch_size, limit) if n is None else n)
     if batch_size % count:
         raise ValueError(f"batch_size={batch_size} must be a multiple of the {count} CPU devices")
