@@ -20,7 +20,7 @@ gauge-invariant amount, the layer commutes with gauge transformations.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax

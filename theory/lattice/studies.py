@@ -26,7 +26,6 @@ from .observables import (
     integrated_autocorrelation_time,
     magnetization,
     second_moment_correlation_length,
-    topological_susceptibility,
     two_point_susceptibility,
 )
 from .train import train_reverse_kl
