@@ -3,8 +3,8 @@
 The definition follows Lueckmann et al., "Benchmarking Simulation-Based Inference" (AISTATS
 2021): both sample sets are z-scored with the mean and standard deviation of the first, a
 ReLU network with two hidden layers of `10 * d` units is trained to tell them apart, and the
-score is the mean held-out accuracy of a 5-fold cross-validation. 0.5 means indistinguishable,
-1.0 means perfectly separable.
+score is the mean held-out accuracy of a 5-fold cross-validation. 0.5 means indistinguishable
+(for sets of equal size), 1.0 means perfectly separable.
 
 The classifier follows the training recipe of scikit-learn's `MLPClassifier` with its default
 settings, as sbibm uses it (with `max_iter=10000`): Glorot-uniform initialisation, Adam at step
@@ -85,10 +85,10 @@ class _Classifier(eqx.Module):
         # share is scaled to scikit-learn's Glorot bound sqrt(6 / (fan_in + fan_out)) and used
         # for its weights and biases alike.
         counts = [a * b + b for a, b in shapes]
-        u = jax.random.uniform(key, (sum(counts),), minval=-1.0, maxval=1.0)
+        u = jax.random.uniform(key, (sum(counts),), jnp.float32, minval=-1.0, maxval=1.0)
         weights, biases, start = [], [], 0
         for (fan_in, fan_out), count in zip(shapes, counts):
-            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            bound = float(np.sqrt(6.0 / (fan_in + fan_out)))  # a Python float: float32 weights under x64 too
             chunk = bound * u[start:start + count]
             weights.append(chunk[: fan_in * fan_out].reshape(fan_in, fan_out))
             biases.append(chunk[fan_in * fan_out:])
@@ -135,6 +135,9 @@ def _reshuffle(key: PRNGKeyArray, perm: Array, mask: Array) -> Array:
 def _c2st_folds(key, data, labels, fold_id, *, n_folds, n_train_max, width, batch_size, max_iter,
                 n_iter_no_change, learning_rate, alpha, tol):
     n, d = data.shape
+    # The settings in the data's dtype (float32): under x64 they would come in as float64 and
+    # change the type of the training loop's carry.
+    learning_rate, alpha, tol = (jnp.asarray(v, data.dtype) for v in (learning_rate, alpha, tol))
     folds = jnp.arange(n_folds)
     train_mask = fold_id[None, :] != folds[:, None]  # (n_folds, n)
     n_train = jnp.sum(train_mask, axis=1)  # (n_folds,)
@@ -261,14 +264,17 @@ def c2st_scores(
             raise ValueError(f"{name} must be a finite {'positive' if name == 'learning_rate' else 'non-negative'} "
                              f"number, got {value!r}")
 
-    X = X.astype(np.float32)
-    Y = Y.astype(np.float32)
+    # Standardised in float64, then cast: a float32 copy first would merge the values of data
+    # with a large offset (1e5 + 1e-3 * v keeps one float32 value) before z-scoring separates them.
+    X = X.astype(np.float64)
+    Y = Y.astype(np.float64)
     if z_score:
         mean = X.mean(axis=0)
-        std = X.std(axis=0, ddof=1) if len(X) > 1 else np.ones(X.shape[1], np.float32)
-        std = np.where(std > 0, std, 1.0).astype(np.float32)
+        std = X.std(axis=0, ddof=1) if len(X) > 1 else np.ones(X.shape[1])
+        std = np.where(std > 0, std, 1.0)
         X = (X - mean) / std
         Y = (Y - mean) / std
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
     data = jnp.asarray(np.concatenate([X, Y]))
     labels = jnp.concatenate([jnp.zeros(len(X)), jnp.ones(len(Y))]).astype(jnp.float32)
 
@@ -308,7 +314,8 @@ def c2st(
 ) -> float:
     """Classifier two-sample test: mean held-out accuracy of a classifier telling X from Y.
 
-    0.5 means the classifier cannot tell the sets apart; 1.0 means it separates them perfectly.
+    0.5 means the classifier cannot tell the sets apart (for sets of equal size; with n and m
+    samples chance is max(n, m) / (n + m), as in sbibm); 1.0 means it separates them perfectly.
     The definition is sbibm's (Lueckmann et al. 2021); see the module docstring for the recipe.
 
     Arguments:
