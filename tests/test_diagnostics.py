@@ -85,6 +85,20 @@ def test_c2st_is_invariant_to_affine_rescaling_through_z_scoring():
     a = c2st(jax.random.key(3), X, Y)
     b = c2st(jax.random.key(3), X * scale + offset, Y * scale + offset)
     assert abs(a - b) < 5 * _binomial_sd(0.7)
+    # float64 data with a large offset: standardised before the float32 cast (a float32 copy
+    # of 1e5 + 1e-3 * v held a single value, and the score was 0.5).
+    far = [np.float64(1e5) + 1e-3 * np.asarray(v, np.float64) for v in (X, Y)]
+    assert len(np.unique(far[0][:, 0].astype(np.float32))) < 10
+    c = c2st(jax.random.key(3), *far)
+    assert abs(a - c) < 5 * _binomial_sd(0.7)
+
+
+def test_c2st_runs_under_x64(x64):
+    """The classifier trains in float32 whatever JAX's default (its loop carry changed type
+    under x64 before, a TypeError)."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(300, 1)), rng.normal(size=(300, 1)) + 3.0
+    assert c2st(0, X, Y) > 0.85  # Bayes accuracy Phi(1.5) = 0.933
 
 
 def test_c2st_unequal_set_sizes_match_bayes_with_unequal_priors():
@@ -243,6 +257,9 @@ def test_sbc_uniformity_on_exactly_uniform_and_degenerate_ranks():
     ranks = np.tile(np.arange(L + 1), 10)[:, None]
     assert sbc_uniformity(ranks, L)[0] == pytest.approx(1.0)
     assert sbc_uniformity(ranks, L, method="ks")[0] > 0.99
+    # Small integer dtypes give the same p-values (uint8 overflowed `ranks * bins` before).
+    assert sbc_uniformity(ranks.astype(np.uint8), L)[0] == pytest.approx(1.0)
+    assert sbc_uniformity(ranks.astype(np.int16), L, bins=L + 1)[0] == pytest.approx(1.0)
     # All ranks zero: maximal evidence against uniformity.
     zeros = np.zeros((500, 1), dtype=int)
     assert sbc_uniformity(zeros, L)[0] < 1e-12
@@ -331,6 +348,19 @@ def test_calibration_input_checks(pairs):
         tarp(jax.random.key(0), post, theta, x, references=np.zeros((3, D)))
     with pytest.raises(TypeError, match="PRNG key"):
         sbc_ranks(0, post, theta, x, L)
+    # A posterior whose draws and densities are NaN: comparisons with NaN are all False, which
+    # passed for rank 0, a covered truth and f = 0 before.
+    broken = GaussianPosterior(float("nan"))
+    for run in (lambda: sbc_ranks(jax.random.key(0), broken, theta, x, L),
+                lambda: expected_coverage(jax.random.key(0), broken, theta, x, LEVELS, num_posterior_samples=L),
+                lambda: expected_coverage(jax.random.key(0), broken, theta, x, LEVELS, num_posterior_samples=L,
+                                          method="central"),
+                lambda: tarp(jax.random.key(0), broken, theta, x, LEVELS, num_posterior_samples=L)):
+        with pytest.raises(ValueError, match=f"non-finite .* for {N_PAIRS} of the {N_PAIRS} test pairs"):
+            run()
+    # Integer theta (a grid of parameters) is taken as float.
+    ecp = tarp(jax.random.key(0), post, np.round(np.asarray(theta)).astype(int), x, LEVELS, num_posterior_samples=L)
+    assert ecp.shape == LEVELS.shape
     with pytest.raises(TypeError, match="sample"):
         sbc_ranks(jax.random.key(0), object(), theta, x, L)
     with pytest.raises(ValueError, match="theta"):

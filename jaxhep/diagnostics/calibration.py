@@ -47,6 +47,8 @@ def _check_pairs(posterior, theta, x, num_posterior_samples: int, batch_size: in
             raise TypeError(f"posterior must have a `{method}` method (the density interface of "
                             f"jaxhep.densities); got {type(posterior).__name__}")
     theta = jnp.asarray(theta)
+    if not jnp.issubdtype(theta.dtype, jnp.floating):
+        theta = theta.astype(jnp.result_type(float))
     x = jnp.asarray(x)
     if theta.ndim == 1:
         theta = theta[:, None]
@@ -120,9 +122,15 @@ def _run(key, posterior, theta, x, extra, num_samples, batch_size, stat):
     return out[:n]
 
 
+# Each statistic returns -1 for a test pair whose draws (or log-densities) hold NaN or inf:
+# comparisons with NaN are all False, which would pass for a rank of 0 or a covered truth.
+_BAD = -1
+
+
 def _rank_stat(posterior, samples, t, xi, extra):
     del posterior, xi, extra
-    return jnp.sum(samples < t, axis=0)
+    ranks = jnp.sum(samples < t, axis=0)
+    return jnp.where(jnp.all(jnp.isfinite(samples)), ranks, _BAD)
 
 
 def _hpd_stat(posterior, samples, t, xi, extra):
@@ -130,8 +138,11 @@ def _hpd_stat(posterior, samples, t, xi, extra):
     lp_true = posterior.log_prob(t, xi)
     # Draws as dense as the truth count as above it with probability `extra` ~ U(0, 1): ties
     # have probability zero for a continuous density, but a posterior that is flat where the
-    # truth lies (e.g. equal to a uniform prior) would otherwise look under-confident.
-    return jnp.sum(lp_samples > lp_true) + extra * jnp.sum(lp_samples == lp_true)
+    # truth lies (e.g. equal to a uniform prior) would otherwise look under-confident. (A truth
+    # outside the posterior's support has log-density -inf, which is a valid answer.)
+    above = jnp.sum(lp_samples > lp_true) + extra * jnp.sum(lp_samples == lp_true)
+    ok = jnp.all(jnp.isfinite(samples)) & ~jnp.any(jnp.isnan(lp_samples)) & ~jnp.isnan(lp_true)
+    return jnp.where(ok, above, _BAD)
 
 
 def _tarp_stat(posterior, samples, t, xi, extra):
@@ -139,7 +150,20 @@ def _tarp_stat(posterior, samples, t, xi, extra):
     reference, scale = extra[0], extra[1]
     d_samples = jnp.sum(((samples - reference) / scale) ** 2, axis=-1)
     d_true = jnp.sum(((t - reference) / scale) ** 2)
-    return jnp.mean(d_samples < d_true)
+    # The count, not the fraction: f is formed on the host in float64 (a float32 K / L decided
+    # ties with levels that are multiples of 1 / L by rounding).
+    return jnp.where(jnp.all(jnp.isfinite(samples)), jnp.sum(d_samples < d_true), _BAD)
+
+
+def _checked(out, what: str) -> np.ndarray:
+    """The per-pair statistics, or a ValueError naming the test pairs whose posterior draws or
+    log-densities were not finite."""
+    out = np.asarray(out)
+    bad = np.flatnonzero(np.any(out.reshape(len(out), -1) == _BAD, axis=1))
+    if bad.size:
+        raise ValueError(f"the posterior gave non-finite {what} for {bad.size} of the {len(out)} test pairs "
+                         f"(the first: pair {int(bad[0])}); its samples and densities must be finite")
+    return out
 
 
 def sbc_ranks(
@@ -170,13 +194,15 @@ def sbc_ranks(
         Integer ranks in [0, L], shape (n, d).
 
     Raises:
-        ValueError: for mismatched or non-finite inputs, or draws of the wrong shape.
+        ValueError: for mismatched or non-finite inputs, or draws of the wrong shape or not finite.
         TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
     """
     key = _check_key(key)
     theta, x = _check_pairs(posterior, theta, x, num_posterior_samples, batch_size)
     extra = jnp.zeros((theta.shape[0],))
-    return _run(key, posterior, theta, x, extra, num_posterior_samples, batch_size, _rank_stat)
+    ranks = _run(key, posterior, theta, x, extra, num_posterior_samples, batch_size, _rank_stat)
+    _checked(ranks, "draws")
+    return ranks
 
 
 def _kolmogorov_sf(lam: np.ndarray) -> np.ndarray:
@@ -215,6 +241,8 @@ def sbc_uniformity(
         ValueError: for ranks outside [0, L], an unknown method or an invalid number of bins.
     """
     ranks = np.asarray(ranks)
+    if np.issubdtype(ranks.dtype, np.integer):
+        ranks = ranks.astype(np.int64)  # uint8 / int16 ranks overflowed `ranks * bins` below
     if ranks.ndim == 1:
         ranks = ranks[:, None]
     if ranks.ndim != 2 or ranks.shape[0] == 0:
@@ -277,7 +305,8 @@ def expected_coverage(
     posterior quantile (rank + 1/2) / (L + 1) lies within c / 2 of one half.
 
     A calibrated posterior has coverage equal to the level up to the Monte Carlo error of the n
-    test pairs and a discretisation error of at most 1 / (2 (L + 1)). Coverage below the level means
+    test pairs and a discretisation error of at most 1 / (2 (L + 1)) for "hpd" and 1 / (L + 1)
+    for "central" (its interval is cut on both sides). Coverage below the level means
     over-confidence.
 
     Arguments:
@@ -305,13 +334,14 @@ def expected_coverage(
     if method == "hpd":
         key, k_ties = jax.random.split(key)
         ties = jax.random.uniform(k_ties, (theta.shape[0],))
-        above = np.asarray(_run(key, posterior, theta, x, ties, L, batch_size, _hpd_stat))
+        above = _checked(_run(key, posterior, theta, x, ties, L, batch_size, _hpd_stat),
+                         "draws or log-densities")
         # Mid-rank credibility: uniform on {(k + 1/2) / (L + 1)} for a calibrated posterior.
         credibility = (above + 0.5) / (L + 1)
         return np.mean(credibility[None, :] < levels[:, None], axis=1)
     if method == "central":
         extra = jnp.zeros((theta.shape[0],))  # unused by the rank statistic
-        ranks = np.asarray(_run(key, posterior, theta, x, extra, L, batch_size, _rank_stat))
+        ranks = _checked(_run(key, posterior, theta, x, extra, L, batch_size, _rank_stat), "draws")
         quantile = (ranks + 0.5) / (L + 1)
         inside = np.abs(quantile - 0.5)[None, :, :] < levels[:, None, None] / 2
         return np.mean(inside, axis=1)
@@ -333,7 +363,9 @@ def tarp(
     """TARP expected coverage probability (Lemos et al. 2023) at the given credibility levels.
 
     For each test pair a reference point theta_r is chosen; f_i is the fraction of posterior
-    draws closer to theta_r than the true theta_i. The expected coverage probability at level
+    draws closer to theta_r than the true theta_i, taken as the mid-rank (K_i + 1/2) / (L + 1) of
+    the K_i closer draws out of L (as the "hpd" credibility of `expected_coverage`: K_i / L would
+    tie with every level that is a multiple of 1 / L). The expected coverage probability at level
     alpha is the fraction of test pairs with f_i < alpha. With reference points drawn
     independently of the true theta, this equals alpha for every alpha exactly when the
     posterior is correct (Lemos et al. 2023). Over-confidence piles the f_i up near 0 and 1,
@@ -382,5 +414,7 @@ def tarp(
             raise ValueError("references must be finite")
     scale = span if normalize else jnp.ones((d,), theta.dtype)
     extra = jnp.stack([references, jnp.broadcast_to(scale, (n, d))], axis=1)  # (n, 2, d)
-    f = np.asarray(_run(k_draw, posterior, theta, x, extra, num_posterior_samples, batch_size, _tarp_stat))
+    closer = _checked(_run(k_draw, posterior, theta, x, extra, num_posterior_samples, batch_size, _tarp_stat),
+                      "draws")
+    f = (closer.astype(np.float64) + 0.5) / (int(num_posterior_samples) + 1)
     return np.mean(f[None, :] < levels[:, None], axis=1)
