@@ -144,6 +144,19 @@ def test_hdf5_tables_with_named_fields_and_plain_datasets(tmp_path):
     # The reader closed the file: it can be opened for writing again.
     with h5py.File(path, "a") as f:
         f["more"] = np.zeros(3)
+    # Data kept in a group: listed with the key that reads it, named in the missing-column error
+    # (list_columns found nothing and the error listed no column before), and skipped when all
+    # columns are read.
+    nested = tmp_path / "nested.h5"
+    with h5py.File(nested, "w") as f:
+        f["sims/mu"], f["top"] = np.arange(3.0), np.ones(3)
+    assert io.list_columns(nested) == {"sims": "group (read with key='/sims')", "top": "float64"}
+    with pytest.raises(ValueError, match=r"has no column 'mu'; it has \['sims', 'top'\]"):
+        io.read_columns(nested, ["mu"])
+    with pytest.raises(ValueError, match=r"'sims' is a group, not a column; read its datasets with key='/sims'"):
+        io.read_columns(nested, ["sims"])
+    assert list(io.read_columns(nested)) == ["top"]
+    np.testing.assert_array_equal(io.read_array(nested, ["mu"], key="sims")[:, 0], [0.0, 1.0, 2.0])
 
 
 def test_parquet_nulls_become_nan(tmp_path):

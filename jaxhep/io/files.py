@@ -117,8 +117,8 @@ def read_columns(path: str | os.PathLike | Sequence[str | os.PathLike], columns:
             if names is None:
                 names = _names_in(source, columns)
             elif columns is None:
-                if source.names() != names:
-                    raise ValueError(f"{source.where} has the columns {source.names()}, but {str(files[0])!r} has "
+                if source.readable() != names:
+                    raise ValueError(f"{source.where} has the columns {source.readable()}, but {str(files[0])!r} has "
                                      f"{names}; name the columns to read")
             else:
                 _check_columns(names, source.names(), source.where)
@@ -142,8 +142,7 @@ def read_columns(path: str | os.PathLike | Sequence[str | os.PathLike], columns:
 
 def _names_in(source, columns):
     """The columns to read from an open table: `columns`, checked against it, or all of its."""
-    available = source.names()
-    return available if columns is None else _check_columns(columns, available, source.where)
+    return source.readable() if columns is None else _check_columns(columns, source.names(), source.where)
 
 
 def _read_table(source, names, start, stop, *, dtype, lengths, fill_value):
@@ -308,6 +307,10 @@ class _Source:
     def names(self) -> list[str]:
         return list(self.describe())
 
+    def readable(self) -> list[str]:
+        """The columns read when none are named (`names` may list more, e.g. HDF5 subgroups)."""
+        return self.names()
+
     def __enter__(self):
         return self
 
@@ -400,6 +403,9 @@ class _HDF5Source(_Source):
     def _compound(self):
         return isinstance(self.node, self.h5py.Dataset) and self.node.dtype.names is not None
 
+    def readable(self):
+        return [name for name, what in self.describe().items() if not what.startswith("group ")]
+
     def _dataset(self, name):
         return self.node if isinstance(self.node, self.h5py.Dataset) else self.node[name]
 
@@ -417,6 +423,11 @@ class _HDF5Source(_Source):
             datasets = {name: obj for name, obj in self.node.items()
                         if isinstance(obj, self.h5py.Dataset) and obj.ndim >= 1}
         out = {}
+        if isinstance(self.node, self.h5py.Group):
+            # Subgroups are listed (not read) so that a file keeping its data in a group shows where.
+            for name, obj in self.node.items():
+                if isinstance(obj, self.h5py.Group):
+                    out[name] = f"group (read with key={obj.name!r})"
         for name, data in datasets.items():
             if data.dtype.names is not None:
                 out[name] = f"fields {list(data.dtype.names)} (read with key={data.name!r})"
@@ -430,6 +441,8 @@ class _HDF5Source(_Source):
         if self._compound():
             return np.asarray(self.node.fields(name)[rows])
         data = self._dataset(name)
+        if isinstance(data, self.h5py.Group):
+            raise ValueError(f"{name!r} is a group, not a column; read its datasets with key={data.name!r}")
         if data.dtype.names is not None:
             raise ValueError(f"column {name!r} is a dataset with named fields {list(data.dtype.names)}; read them "
                              f"with key={data.name!r}")
