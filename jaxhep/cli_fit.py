@@ -16,8 +16,10 @@ reported (and plotted): the calibration check for a simulator without a referenc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import time
 
 QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
@@ -51,6 +53,20 @@ def _bounds(text: str | None, theta_names: list[str]):
     return dist.Uniform(low, high).to_event(1)
 
 
+@contextlib.contextmanager
+def _cli_words():
+    """Reword the file readers' messages, which name Python arguments (tree=, key=, max_length=),
+    with this command's options."""
+    try:
+        yield
+    except ValueError as err:
+        text = re.sub(r"max_length= \(an int, or a dict such as \{[^}]*\}\)", "--max-length N", str(err))
+        text = re.sub(r"\b(tree|key)=(?=')", r"--\1 ", text)
+        text = re.sub(r"\b(tree|key|max_length|fill_value)=",
+                      lambda m: "--" + m.group(1).replace("_", "-"), text)
+        raise ValueError(text.replace(" fill_value ", " --fill-value ")) from err
+
+
 def fit_files(args: argparse.Namespace) -> int:
     """Train on simulations read from files, sample for observed rows, write the results.
 
@@ -74,11 +90,12 @@ def fit_files(args: argparse.Namespace) -> int:
     if set(theta_names) & set(x_names):
         raise ValueError(f"--theta and --x share columns: {sorted(set(theta_names) & set(x_names))}")
     prior = _bounds(args.bounds, theta_names)
-    read = dict(tree=args.tree, key=args.key, max_length=args.max_length)
+    read = dict(tree=args.tree, key=args.key, max_length=args.max_length, fill_value=args.fill_value)
     say = print if settings["progress"] else (lambda *a, **k: None)
 
     t0 = time.perf_counter()
-    table = read_columns(args.simulations, theta_names + x_names, **read)  # each file read once
+    with _cli_words():
+        table = read_columns(args.simulations, theta_names + x_names, **read)  # each file read once
     theta, x = stack_columns(table, theta_names), stack_columns(table, x_names)
     del table
     t_read = time.perf_counter() - t0
@@ -87,7 +104,9 @@ def fit_files(args: argparse.Namespace) -> int:
         raise ValueError(f"--theta columns must hold one number per row each; {theta_names} give {theta.shape[1]}")
     x_obs = None
     if args.observed is not None:
-        x_obs = read_array(args.observed, x_names, **read)
+        with _cli_words():
+            x_obs = read_array(args.observed, x_names, **read)
+        rows = list(range(len(x_obs)))  # the rows of the file, for messages
         if args.observed_rows is not None:
             rows = [int(r) for r in _names(args.observed_rows, "--observed-rows")]
             if any(not 0 <= r < len(x_obs) for r in rows):
@@ -97,8 +116,9 @@ def fit_files(args: argparse.Namespace) -> int:
             raise ValueError(f"the observed data must have at least one row of {x.shape[1]} numbers (the x of the "
                              f"simulations), got shape {x_obs.shape}")
         if not np.all(np.isfinite(x_obs)):
-            bad = np.flatnonzero(~np.all(np.isfinite(x_obs), axis=1)).tolist()
-            raise ValueError(f"observed rows {bad} hold NaN or inf; choose others with --observed-rows")
+            bad = [rows[i] for i in np.flatnonzero(~np.all(np.isfinite(x_obs), axis=1))]
+            raise ValueError(f"observed rows {bad} of {args.observed} hold NaN or inf (rows padded by --max-length "
+                             f"hold --fill-value, NaN by default); choose others with --observed-rows")
 
     n_read, held_out = len(theta), None
     if args.coverage:
@@ -188,7 +208,12 @@ def register(sub) -> None:
     parser.add_argument("--tree", default=None, help="ROOT: the TTree or RNTuple to read")
     parser.add_argument("--key", default=None, help="HDF5: the group or table to read")
     parser.add_argument("--max-length", type=int, default=None,
-                        help="pad (with NaN) or cut columns with a varying number of values per row to this many")
+                        help="pad or cut columns with a varying number of values per row to this many; padded "
+                             "values are --fill-value")
+    parser.add_argument("--fill-value", type=float, default=float("nan"),
+                        help="the value that pads rows shorter than --max-length (default NaN: simulations with a "
+                             "padded value are then dropped from training, with a warning; give a number, e.g. 0, "
+                             "to keep them)")
     parser.add_argument("--coverage", type=int, default=0, metavar="N",
                         help="keep N random simulations out of training and report the expected coverage of the "
                              "posterior's highest-density regions on them, a calibration check (default 0: off)")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -82,8 +83,10 @@ def test_fit_respects_bounds_and_reports_bad_input(tmp_path, capsys):
             (["--bounds=1:-1"], "--bounds must be LOW:HIGH for each parameter"),
             (["--bounds=-1:1,0:1"], r"--bounds gives 2 intervals for 1 parameters \['t'\]"),
             (["--bounds=0:0.5"], "outside the prior's support"),
-            (["--observed", str(tmp_path / "obs.parquet")], r"observed rows \[1\] hold NaN or inf"),
+            (["--observed", str(tmp_path / "obs.parquet")], r"observed rows \[1\] of .* hold NaN or inf"),
             (["--observed", str(tmp_path / "obs.parquet"), "--observed-rows", "2"], "--observed-rows must lie in 0..1"),
+            # The file's row numbers, not positions in the selection (it said [0] here).
+            (["--observed", str(tmp_path / "obs.parquet"), "--observed-rows", "1,0"], r"observed rows \[1\] of"),
             (["--x", "t"], r"--theta and --x share columns: \['t'\]"),
             (["--x", "x,"], "--x must be column names separated by commas"),
             (["--x", "z"], "has no column 'z'"),
@@ -94,6 +97,21 @@ def test_fit_respects_bounds_and_reports_bad_input(tmp_path, capsys):
         assert main(["fit", *common, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert re.search(message, err), (extra, err)
+    # A column of varying length: the readers' advice in this command's words, and padding with a
+    # --fill-value that keeps the short rows (NaN padding drops them from training).
+    jets = tmp_path / "jets.parquet"
+    pq.write_table(pa.table({"t": theta[:, 0], "x": x[:, 0],
+                             "jet": pa.array([list(x[i]) * (1 + i % 3) for i in range(600)])}), jets)
+    with_jets = [str(jets), *common[1:3], "--x", "x,jet", *common[5:]]
+    assert main(["fit", *with_jets]) == 2
+    assert re.search(r"pass --max-length N to pad every row with --fill-value", capsys.readouterr().err)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["fit", *with_jets, "--max-length", "2", "--fill-value", "0"]) == 0
+    assert json.loads((out / "summary.json").read_text())["trained_on"] == 600
+    with pytest.warns(UserWarning, match="dropped 200 of 600"):
+        assert main(["fit", *with_jets, "--max-length", "2"]) == 0
+
     # A missing file or pattern: a message and exit code 2, not a traceback.
     for missing in (tmp_path / "none.parquet", tmp_path / "none_*.parquet"):
         assert main(["fit", str(missing), *common[1:]]) == 2
