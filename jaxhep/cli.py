@@ -35,8 +35,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default="auto",
                         help="devices to split training minibatches over: 'auto' (default: on a machine without "
                              "an accelerator, one JAX CPU device per core, up to 4 and dividing the batch size; "
-                             "else one accelerator), 'all' (every device of JAX's default backend) or a count "
-                             "(on the CPU, that many CPU devices are made)")
+                             "else one accelerator), 'all' (every device of JAX's default backend: on the CPU "
+                             "just one, since JAX makes one CPU device unless told otherwise) or a count (on the "
+                             "CPU, that many CPU devices are made)")
     parser.add_argument("--compilation-cache", metavar="DIR", default=None,
                         help="keep XLA's compiled programs in DIR (JAX's persistent compilation cache), so that "
                              "a repeated run with the same settings skips most compilation (default: off)")
@@ -248,6 +249,17 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input, a missing or unwritable file, a missing optional reader: a message, not a
         # traceback.
         print(f"jaxhep: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        # A posterior fitted with truncation at the prior's box (NPSE's and FMPE's default) that
+        # puts almost no mass inside it cannot be sampled; the library's advice names an option
+        # of the Python API, so say what to do here.
+        if "leaks almost all its mass" not in str(err):
+            raise
+        print("jaxhep: error: fewer than the requested posterior samples fell inside the prior's box, even after "
+              "drawing 100 times as many: the trained model puts almost all its mass outside it (typical of a "
+              "briefly trained NPSE/FMPE); train longer (--max-epochs, --simulations) or use --method npe, whose "
+              "samples always lie inside the box", file=sys.stderr)
         return 2
 
 

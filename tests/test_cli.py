@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
+import equinox as eqx
 import jax
 import numpy as np
+import pytest
 
 from jaxhep.cli import build_parser, main
 
@@ -56,6 +58,25 @@ def test_run_accepts_the_diffusion_methods(tmp_path):
     summary = json.loads((tmp_path / "two_moons_npse_summary.json").read_text())
     assert summary["epochs"] == 3 and 0.45 <= summary["c2st"] <= 1.0
     assert (tmp_path / "two_moons_npse_corner.png").stat().st_size > 5000
+
+
+def test_a_posterior_that_leaks_out_of_the_box_is_a_message_not_a_traceback(monkeypatch, capsys):
+    import jaxhep.cli as cli
+
+    def leaking(args):
+        raise eqx.EquinoxRuntimeError("... the posterior leaks almost all its mass; fit with support='transform'")
+
+    monkeypatch.setattr(cli, "run", leaking)
+    assert main(["run", "--method", "npse"]) == 2
+    err = capsys.readouterr().err
+    assert "jaxhep: error: fewer than the requested posterior samples" in err and "--method npe" in err
+
+    def other(args):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(cli, "run", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        main(["run"])
 
 
 def test_run_fills_and_reuses_a_compilation_cache_and_trains_on_the_devices_it_makes(tmp_path):
