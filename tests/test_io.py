@@ -116,6 +116,12 @@ def test_load_into_a_template_reads_arrays_only(tmp_path, moons):
         load(tmp_path / "relu", like=NPE(**(TINY | dict(activation="relu"))).build(jax.random.key(5), 2, 2))
     with pytest.warns(UserWarning, match="settings differ from like="):
         load(tmp_path / "relu", like=tanh)
+    # Arrays that do not fit: that error alone, not first a warning that says the arrays match.
+    narrow = NPE(**(TINY | dict(activation="tanh", hidden_features=8))).build(jax.random.key(0), 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="but the file holds shape"):
+            load(tmp_path / "relu", like=narrow)
     assert os.stat(tmp_path / "relu").st_mode & 0o777 == 0o666 & ~_umask()
 
 

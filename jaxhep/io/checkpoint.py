@@ -200,13 +200,16 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
                 raw.append(np.lib.format.read_array(member, allow_pickle=False))
         arrays = [_from_numpy(r, m) for r, m in zip(raw, metas)]
         if like is not None:
+            # Arrays first: a template whose arrays do not fit gets that error, without a warning
+            # that claims they match.
+            filled = _fill(like, arrays, metas, path, header.get("histories"))
             if "structure" in header and header["structure"] != _structure(like):
                 # Arrays fit, but a setting held outside them (an activation, a bound, a type)
                 # differs, or the file was written by another JAX whose tree format differs.
                 warnings.warn(f"{path} holds a {header.get('type')} whose settings differ from like= (the arrays "
                               f"match): the loaded object keeps like='s settings. Saved: "
                               f"{_first_difference(header['structure'], _structure(like))}", stacklevel=2)
-            return _fill(like, arrays, metas, path, header.get("histories"))
+            return filled
         try:
             skeleton = pickle.loads(zf.read(_SKELETON))
         except Exception as err:
