@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `jaxhep` command."""
     parser = argparse.ArgumentParser(prog="jaxhep", description="jaxhep: SBI and theory tools in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="train NPE on a benchmark task and compare with its reference posterior")
+    run_parser = sub.add_parser("run", help="train a posterior (NPE, NPSE or FMPE) on a benchmark task and compare "
+                                                  "it with the task's reference posterior")
     _add_run_arguments(run_parser)
     run_parser.set_defaults(func=run)
     for module in ("jaxhep.cli_fit", "jaxhep.theory.lattice.cli", "jaxhep.theory.pinn.cli"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -13,7 +14,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train-seconds", type=float, default=None,
                         help="stop training after this wall time (default 600 s phi4, 1500 s u1)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
-    parser.add_argument("--out", default="./jaxhep-out", help="output directory for JSON and plot")
+    parser.add_argument("--out", default="./jaxhep-out",
+                        help="output directory for the JSON, the plot and the flow's weights (default ./jaxhep-out)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--L", type=int, default=8, help="lattice extent")
     parser.add_argument("--m2", type=float, default=-4.0, help="phi4 mass squared")
@@ -62,7 +64,7 @@ def handler(args: argparse.Namespace) -> int:
         return 2
     print(format_table(results))
     jpath, ppath = save_outputs(results, arrays, args.out, args.name or f"lattice_{args.theory}")
-    print(f"wrote {jpath} and {ppath}")
+    print(f"wrote {jpath}, {ppath} and the flow's weights in {os.path.join(args.out, (args.name or f'lattice_{args.theory}') + '.eqx')}")
     return 0
 
 

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--lbfgs-max-seconds", type=float, default=None,
                         help="wall-time budget of the L-BFGS phase (default: the problem's)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
-    parser.add_argument("--out", default="./jaxhep-out", help="output directory for JSON and plot")
+    parser.add_argument("--out", default="./jaxhep-out", help="output directory for JSON and plot (default ./jaxhep-out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
