@@ -208,6 +208,10 @@ class PDEProblem(eqx.Module):
         names = [c.name for c in conditions]
         if len(set(names)) != len(names) or "res" in names:
             raise ValueError(f"condition names must be unique and differ from 'res', got {names}")
+        extra = sorted(set(coeff_transform or {}) - set(unknown))
+        if extra:
+            raise ValueError(f"coeff_transform names {extra}, which are not unknown coefficients (those are "
+                             f"{sorted(unknown)})")
         transform = {k: (jnp.log, jnp.exp) for k in unknown}
         transform.update(dict(coeff_transform or {}))
         for k, value in unknown.items():

@@ -110,9 +110,8 @@ def burgers(hard: bool = False, nx: int = 256, nt: int = 101) -> Benchmark:
     # Sized for a 2-core CPU, under 10 minutes of wall time in all: 80000 Adam steps in float32
     # (fresh residual points every step; about 8.5 minutes here, capped at 560 s), the learning
     # rate decaying to 1.5e-5, and no L-BFGS. L-BFGS on a fixed set of points fits the residual at
-    # those points and not between them at the shock: with 2048 points the loss fell 200-fold
-    # while the error rose from 5.7e-3 to 3.0e-2; with 8192 points (after 30000 Adam steps) it
-    # ended at 0.7e-3 / 2.9e-3 for two seeds, with 16384 at 1.3e-3. Adam alone: 6.9e-4,
+    # those points and not between them at the shock (the measured errors are in
+    # theory/pinn/README.md, "L-BFGS minimises the loss on one fixed set"). Adam alone: 6.9e-4,
     # 3.3e-4, 5.2e-4 for seeds 0, 1, 2. `float64` stays on so that L-BFGS, if switched on, runs
     # in float64.
     net = dict(in_size=2, out_size=1, width=32, depth=4, arch="modified", lower=box.lower, upper=box.upper,
@@ -181,7 +180,7 @@ def allen_cahn(nx: int = 512) -> Benchmark:
 
 # ---------------------------------------------------------------- Poisson
 def poisson_exact(x):
-    """Exact Poisson solution u = sin(pi x) sin(2 pi y) (+ a smooth product term)."""
+    """Exact Poisson solution u = sin(pi x) sin(2 pi y)."""
     return jnp.sin(jnp.pi * x[..., 0]) * jnp.sin(2 * jnp.pi * x[..., 1])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -166,14 +167,15 @@ class PINNSolver(eqx.Module):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {c.sampler!r}")
         if c.causal and problem.domain.time_dim is None:
             raise ValueError("causal weighting needs a time coordinate; the problem's domain has time_dim=None")
-        if c.causal and c.batch % c.causal_chunks:
-            raise ValueError(f"batch ({c.batch}) must be a multiple of causal_chunks ({c.causal_chunks})")
         for name in ("steps", "lbfgs_steps", "lbfgs_rad_every"):
             if getattr(c, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
         for name in ("batch", "chunk", "balance_every", "rad_every", "lbfgs_points", "causal_chunks"):
             if getattr(c, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+        # After the checks above, which keep causal_chunks from being 0 here.
+        if c.causal and c.batch % c.causal_chunks:
+            raise ValueError(f"batch ({c.batch}) must be a multiple of causal_chunks ({c.causal_chunks})")
         self.problem, self.config = problem, config
 
     # ---- the pieces -------------------------------------------------------------------------
@@ -285,8 +287,11 @@ class PINNSolver(eqx.Module):
 
 
 def relative_l2(pred: Array, ref: Array) -> Array:
-    """Relative L2 error ||pred - ref|| / ||ref||."""
+    """Relative L2 error ||pred - ref|| / ||ref|| of arrays of one shape (ValueError otherwise:
+    (n,) against (n, 1) would broadcast to (n, n))."""
     pred, ref = jnp.asarray(pred), jnp.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"relative_l2 needs arrays of one shape, got {pred.shape} and {ref.shape}")
     return jnp.linalg.norm((pred - ref).ravel()) / jnp.linalg.norm(ref.ravel())
 
 
@@ -327,6 +332,12 @@ def _solve(key, problem, net, config, eval_points, eval_values, callback):
     model = cast_floats(model, dtype)
     if eval_points is not None:
         ep, ev = jnp.asarray(eval_points, dtype), jnp.asarray(eval_values, dtype)
+        # Reference values in the layout of the predictions (a scalar solution's (n, 1) column
+        # as (n,)); a size that does not fit is an error rather than a broadcast.
+        shape = jax.eval_shape(lambda m: problem.predict(m, ep), model).shape
+        if ev.size != math.prod(shape):
+            raise ValueError(f"eval_values has shape {ev.shape}, but the model predicts shape {shape} at eval_points")
+        ev = ev.reshape(shape)
         err_fn = filter_jit(lambda m: relative_l2(problem.predict(m, ep), ev))
     else:
         err_fn = None

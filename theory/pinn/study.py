@@ -78,7 +78,7 @@ def run_benchmark(name: str, *, seed: int = 0, steps: int | None = None, lbfgs_s
         seconds = time.perf_counter() - t0
         cpu_seconds = time.process_time() - c0
         pred = np.asarray(bench.problem.predict(model, jnp.asarray(pts)))
-        err = float(relative_l2(pred, ref))
+        err = float(relative_l2(pred.ravel(), ref))  # ref is the raveled reference grid
         coeffs = {k: float(v) for k, v in bench.problem.coefficients(model).items()}
     phase = np.asarray(hist.phase)
     increments = np.diff(np.concatenate([[0], np.asarray(hist.step)]))  # steps per history entry
