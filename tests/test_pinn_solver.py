@@ -308,3 +308,8 @@ def test_time_marching_carries_the_solution_across_windows(x64):
     with pytest.raises(ValueError, match="unknown coefficients"):
         solve_time_marching(jax.random.key(0), PDEProblem(box, prob.residual, prob.conditions,
                                                           unknown={"c": 1.0}), make_net, cfg, 2)
+    # Observations went to every window whole, which then fitted the data outside its time range.
+    data = Observations(np.array([[0.1, 0.2], [0.5, 0.9]]), np.zeros(2))
+    with pytest.raises(ValueError, match="does not support Observations"):
+        solve_time_marching(jax.random.key(0), PDEProblem(box, prob.residual, (*prob.conditions, data),
+                                                          known={"c": speed}), make_net, cfg, 2)

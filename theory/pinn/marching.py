@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.checks import check_positive_int
 from jaxhep.theory.pinn.domain import Box
 from jaxhep.theory.pinn.precision import cast_floats, float64 as _float64
-from jaxhep.theory.pinn.problem import Dirichlet, PDEProblem, PINNModel
+from jaxhep.theory.pinn.problem import Dirichlet, Observations, PDEProblem, PINNModel
 from jaxhep.theory.pinn.solver import History, TrainConfig, solve
 
 
@@ -98,6 +98,10 @@ def solve_time_marching(key: PRNGKeyArray, problem: PDEProblem, make_net: Callab
                          f"{sorted(problem.unknown)}")
     if problem.output_transform is not None:
         raise ValueError("time marching does not support output transforms (hard constraints)")
+    if any(isinstance(c, Observations) for c in problem.conditions):
+        # Every window would get all the observations, and fit those outside its time range.
+        raise ValueError("time marching does not support Observations (data terms); solve the problem in one "
+                         "window with `solve`")
     if (eval_points is None) != (eval_values is None):
         raise ValueError("give both eval_points and eval_values, or neither")
     ic = _initial_condition(problem)
