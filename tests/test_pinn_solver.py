@@ -46,6 +46,10 @@ def test_small_problem_trains_to_tolerance(x64, lbfgs_rad_every):
     assert err < 1e-3, err
     assert hist.phase[-1] == 1 and hist.loss[-1] < hist.loss[0]
     assert hist.error[-1] < 1e-3 and hist.term_names == ("res", "bc")
+    # Each L-BFGS record's loss is the weighted sum of its terms: one point, not the loss of
+    # the iterate before (it lagged by one step before).
+    lb = hist.phase == 1
+    np.testing.assert_allclose(hist.loss[lb], np.sum(hist.weights[lb] * hist.terms[lb], axis=1), rtol=1e-6)
 
 
 def test_adam_phase_in_float32_then_lbfgs_in_float64(x64):

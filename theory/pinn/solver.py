@@ -465,8 +465,10 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
             updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
             return (optax.apply_updates(p, updates), s), value
 
-        (p, s), values = jax.lax.scan(body, (p, s), None, length=n)
-        return p, s, values[-1]
+        (p, s), _ = jax.lax.scan(body, (p, s), None, length=n)
+        # The loss at the point returned (the scan's values are each step's starting point, one
+        # iterate behind): the best-iterate choice and the history describe the same point.
+        return p, s, f(p)
 
     terms_fn = filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
     value_jit = filter_jit(value_fn)
