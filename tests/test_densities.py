@@ -2,6 +2,7 @@
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from helpers import perturb
 
 from jaxhep.bijections import Affine, BoxToReal, Chain, Invert
-from jaxhep.densities import MixtureDensityNetwork, Standardized, maf, nsf
+from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, Standardized, maf, nsf
 
 X_DIM = 2
 
@@ -277,3 +278,28 @@ def test_rejection_refills_in_small_draws_and_keeps_the_truncated_distribution()
     # were needed, and no round repeated another's draws (that would repeat hundreds of values;
     # float32 normals from 23-bit uniforms coincide by chance about once in 4000 draws).
     assert len(np.unique(kept)) >= n - 10
+
+
+class _GaussianWithANaNRegion(AbstractConditionalDensity):
+    """theta ~ N(x, diag(0.1, 3)^2), with log_prob NaN where theta_0 > x_0 + 0.2 (as a failed
+    ODE solve would give): the mode, x, lies outside that region."""
+
+    theta_dim: int = eqx.field(static=True, default=2)
+    x_dim: int = eqx.field(static=True, default=2)
+
+    def _log_prob(self, theta, x):
+        scale = jnp.array([0.1, 3.0])
+        lp = jnp.sum(-0.5 * ((theta - x) / scale) ** 2 - jnp.log(scale))
+        return jnp.where(theta[0] > x[0] + 0.2, jnp.nan, lp)
+
+    def _sample(self, key, x):
+        return x + jnp.array([0.1, 3.0]) * jax.random.normal(key, (2,))
+
+
+def test_map_ignores_points_whose_log_density_is_nan():
+    """NaN ranked above every number in top_k and never lost to a finite value, so a NaN draw
+    came back as the MAP ([1.25, -6.5] here before)."""
+    q, x = _GaussianWithANaNRegion(), jnp.array([1.0, -2.0])
+    best = q.map(jax.random.key(1), x)
+    assert np.isfinite(float(q.log_prob(best, x)))
+    np.testing.assert_allclose(np.asarray(best), [1.0, -2.0], atol=0.05)

@@ -226,6 +226,9 @@ def _map_one(model, key, x, *, num_init, num_to_optimize, num_steps, learning_ra
     """MAP search for one x (see `AbstractConditionalDensity.map`)."""
     draws = model._sample_n(key, x, num_init)
     log_p = jax.vmap(model._log_prob, in_axes=(0, None))(draws, x)
+    # NaN (a failed evaluation) ranks above every number in top_k and never loses in
+    # keep_better: it counts as -inf, like a point outside the support.
+    log_p = jnp.where(jnp.isnan(log_p), -jnp.inf, log_p)
     loc = jnp.mean(draws, axis=0)
     scale = jnp.std(draws, axis=0)
     scale = jnp.where(scale > 0, scale, 1.0)
