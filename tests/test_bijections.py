@@ -144,6 +144,23 @@ def test_box_maps_into_support_and_flags_domain():
     x = jax.vmap(box.inverse)(y)
     assert bool(jnp.all(jax.vmap(box.in_domain)(x)))
     assert not bool(box.in_domain(jnp.array([2.5, 1.0, 0.0])))
+    # Far out in y the inverse's gradients stay finite (an exp that overflowed in a branch
+    # jnp.where discards gave NaN gradients, in every dimension of that kind).
+    for y in ([100.0, 0.0, 0.0], [-100.0, 0.0, 0.0], [0.0, -100.0, 0.0], [0.0, 0.0, 100.0]):
+        grads = jax.grad(lambda v: jnp.sum(box.inverse(v)) + box.inverse_and_log_det(v)[1])(jnp.array(y))
+        assert bool(jnp.all(jnp.isfinite(grads))), (y, grads)
+
+
+def test_box_resolves_both_ends_in_float64(x64):
+    """Within 1e-7 of the upper bound the map was clipped (u <= 1 - 1e-7) even in float64: not
+    invertible there, and its log-det off by several nats."""
+    box = BoxToReal(jnp.zeros(1), jnp.ones(1))
+    for x in (1e-9, 1 - 1e-9):
+        y, ld = box.transform_and_log_det(jnp.array([x]))
+        exact = np.log(x) - np.log1p(-x)
+        np.testing.assert_allclose(float(y[0]), exact, rtol=1e-9)
+        np.testing.assert_allclose(float(ld), -np.log(x) - np.log1p(-x), rtol=1e-9)
+        np.testing.assert_allclose(float(box.inverse(y)[0]), x, rtol=1e-12)
 
 
 def test_bad_arguments_raise():

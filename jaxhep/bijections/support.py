@@ -51,11 +51,16 @@ class BoxToReal(AbstractBijection):
         box, lower_only, upper_only = self._kinds()
         lo, hi = self._safe_bounds()
         width = jnp.where(box, hi - lo, 1.0)
-        u = jnp.clip((x - lo) / width, 1e-30, 1 - 1e-7)
-        y_box = jnp.log(u) - jnp.log1p(-u)
-        ld_box = -jnp.log(width) - jnp.log(u) - jnp.log1p(-u)
-        d_low = jnp.maximum(x - lo, 1e-30)
-        d_high = jnp.maximum(hi - x, 1e-30)
+        # From the distances to the two bounds, each floored at the dtype's resolution next to
+        # that bound: a point that rounded onto a bound (float32 sigmoids reach 1 from y of about
+        # 17) maps to where that rounding starts, not to +-69. (A clip of u = (x - lo) / width to
+        # 1 - 1e-7 did this for the upper end only, and in float64 too, where it made the map
+        # non-invertible within 1e-7 of the bound.)
+        eps = jnp.finfo(jnp.result_type(x)).eps
+        d_low = jnp.maximum(x - lo, jnp.maximum(eps * jnp.abs(lo), 1e-30))
+        d_high = jnp.maximum(hi - x, jnp.maximum(eps * jnp.abs(hi), 1e-30))
+        y_box = jnp.log(d_low) - jnp.log(d_high)
+        ld_box = jnp.log(width) - jnp.log(d_low) - jnp.log(d_high)
         y = jnp.where(box, y_box, jnp.where(lower_only, jnp.log(d_low), jnp.where(upper_only, -jnp.log(d_high), x)))
         ld = jnp.where(box, ld_box, jnp.where(lower_only, -jnp.log(d_low), jnp.where(upper_only, -jnp.log(d_high), 0.0)))
         return y, jnp.sum(ld)
@@ -66,7 +71,11 @@ class BoxToReal(AbstractBijection):
         width = jnp.where(box, hi - lo, 1.0)
         x_box = lo + width * jax.nn.sigmoid(y)
         ld_box = jnp.log(width) + jax.nn.log_sigmoid(y) + jax.nn.log_sigmoid(-y)
-        x = jnp.where(box, x_box, jnp.where(lower_only, lo + jnp.exp(y), jnp.where(upper_only, hi - jnp.exp(-y), y)))
+        # Each exponential sees y only where its branch is taken: an overflow to inf in a branch
+        # jnp.where discards still sent NaN into the gradient (0 * inf).
+        up = jnp.exp(jnp.where(lower_only, y, 0.0))
+        down = jnp.exp(-jnp.where(upper_only, y, 0.0))
+        x = jnp.where(box, x_box, jnp.where(lower_only, lo + up, jnp.where(upper_only, hi - down, y)))
         ld = jnp.where(box, ld_box, jnp.where(lower_only, y, jnp.where(upper_only, -y, 0.0)))
         return x, jnp.sum(ld)
 
