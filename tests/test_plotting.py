@@ -72,6 +72,28 @@ def test_corner_rejects_bad_input():
         corner(np.zeros((10, 2)), truth=[0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="NaN"):
         corner(np.full((10, 2), np.nan))
+    # Keys equal as text (one set was dropped), NaN truth and bad limits (matplotlib's or numpy's
+    # messages before), bins < 1.
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ValueError, match="must differ as text"):
+        corner({1: x, "1": x})
+    with pytest.raises(ValueError, match="truth must be finite"):
+        corner(x, truth=[0.0, np.nan])
+    with pytest.raises(ValueError, match="low < high"):
+        corner(x, limits=[(1.0, -1.0), (-1.0, 1.0)])
+    with pytest.raises(ValueError, match="bins must be a positive integer"):
+        corner(x, bins=0)
+
+
+def test_figures_are_saved_in_the_format_their_extension_names(tmp_path):
+    """A .pdf path got PNG bytes before."""
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    corner(x, path=tmp_path / "c.pdf")
+    corner(x, path=tmp_path / "c.png")
+    corner(x, path=tmp_path / "c")
+    assert (tmp_path / "c.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "c").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_loss_curves_from_history_and_dict(tmp_path):

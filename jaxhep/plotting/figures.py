@@ -16,6 +16,8 @@ from jaxtyping import ArrayLike, Float, Int
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jaxhep.checks import check_positive_int
+
 __all__ = ["corner", "coverage_curve", "loss_curves", "rank_histograms"]
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -34,7 +36,10 @@ def _save(fig: Figure, path: str | os.PathLike | None) -> None:
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    # The format follows the file's extension (PNG without one); a fixed "png" wrote PNG bytes
+    # into a file named .pdf.
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    fig.savefig(path, format=ext or "png", bbox_inches="tight")
 
 
 def _as_2d(name: str, a) -> np.ndarray:
@@ -95,7 +100,8 @@ def corner(
             differ in size but not in d. Not modified.
         labels: names of the d parameters (default theta_1 ... theta_d).
         truth: true parameter values, shape (d,), drawn as lines.
-        path: where to save a PNG (folders are created); None to skip saving.
+        path: where to save the figure, in the format its extension names (.png, .pdf, .svg; PNG
+            without one); folders are created. None to skip saving.
         bins: histogram bins per axis.
         masses: probability masses enclosed by the 2-d contours.
         scatter_below: sets with fewer samples are drawn as scatter plots.
@@ -112,6 +118,11 @@ def corner(
     sets = dict(samples) if isinstance(samples, Mapping) else {"samples": samples}
     if not sets:
         raise ValueError("samples is empty: expected an array of shape (n, d) or a mapping of such arrays")
+    names = [str(k) for k in sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the names of the sample sets must differ as text (they label the legend), got "
+                         f"{list(sets)}")
+    check_positive_int("bins", bins)
     sets = {str(k): _as_2d(f"samples[{k!r}]", v) for k, v in sets.items()}
     dims = {k: v.shape[1] for k, v in sets.items()}
     d = next(iter(dims.values()))
@@ -128,6 +139,8 @@ def corner(
         truth = np.asarray(truth, dtype=float).reshape(-1)
         if truth.shape != (d,):
             raise ValueError(f"truth must have shape ({d},), got {truth.shape}")
+        if not np.all(np.isfinite(truth)):
+            raise ValueError(f"truth must be finite, got {truth}")
     if limits is None:
         stacked = np.concatenate(list(sets.values()))
         lo = np.quantile(stacked, 0.005, axis=0)
@@ -138,6 +151,8 @@ def corner(
         limits = list(zip(lo - pad, hi + pad))
     if len(limits) != d:
         raise ValueError(f"limits must have one (low, high) pair per dimension ({d}), got {len(limits)}")
+    if not all(np.isfinite(lo) and np.isfinite(hi) and lo < hi for lo, hi in limits):
+        raise ValueError(f"limits must be finite (low, high) pairs with low < high, got {list(limits)}")
 
     size = max(2.0, min(2.6, 12.0 / d))
     fig = _new_figure(size * d, size * d)
@@ -216,7 +231,7 @@ def loss_curves(history_or_dict, path: str | os.PathLike | None = None, *, log_s
     Arguments:
         history_or_dict: a `jaxhep.training.History` (its `train_loss` and `val_loss`), or a
             mapping from names to Histories or to 1-d arrays of losses per epoch.
-        path: where to save a PNG; None to skip saving.
+        path: where to save the figure (format from the extension, PNG without one); None to skip.
         log_scale: log-scaled loss axis; by default when all losses are positive and span more
             than a factor of 20.
 
@@ -265,7 +280,7 @@ def rank_histograms(
 
     Arguments:
         ranks: ranks from `jaxhep.diagnostics.sbc_ranks`, shape (n, d) (or (n,)).
-        path: where to save a PNG; None to skip saving.
+        path: where to save the figure (format from the extension, PNG without one); None to skip.
         num_posterior_samples: L, the largest possible rank (default: the largest rank seen).
         bins: histogram bins (default min(20, L + 1, n // 5), at least 2).
         labels: parameter names.
@@ -349,7 +364,7 @@ def coverage_curve(
         levels: credibility levels, shape (k,).
         coverage: coverage at those levels: shape (k,), (k, m) for m curves (e.g. per dimension
             from `expected_coverage(..., method="central")`), or a mapping of names to (k,) arrays.
-        path: where to save a PNG; None to skip saving.
+        path: where to save the figure (format from the extension, PNG without one); None to skip.
         num_pairs: number of test pairs behind the estimate; when given, the binomial band of
             probability `band` around the diagonal is drawn.
         band: central probability of that band.
