@@ -232,8 +232,8 @@ def _histories(obj: Any) -> list:
 
 
 def _run_facts(history) -> dict:
-    return {"best_epoch": history.best_epoch, "epochs": history.epochs, "stopped_early": history.stopped_early,
-            "seconds": history.seconds}
+    """A history's static fields (epochs, best epoch, ...), which its arrays do not carry."""
+    return {f.name: getattr(history, f.name) for f in dataclasses.fields(history) if f.metadata.get("static")}
 
 
 def _fill(like: Any, arrays: list, metas: list[dict], path: Path, histories: list[dict] | None = None) -> Any:
@@ -241,8 +241,7 @@ def _fill(like: Any, arrays: list, metas: list[dict], path: Path, histories: lis
     history takes the saved run (its loss arrays of the saved length, its epochs and best epoch):
     a template fitted with the same settings has, with early stopping, rarely run as long."""
     nodes, treedef = jax.tree_util.tree_flatten_with_path(like, is_leaf=_is_history)
-    count = sum(len([a for a in jax.tree_util.tree_leaves(n) if eqx.is_array(a)]) if _is_history(n)
-                else int(eqx.is_array(n)) for _, n in nodes)
+    count = sum(eqx.is_array(leaf) for leaf in jax.tree_util.tree_leaves(like))
     if count != len(arrays):
         raise ValueError(f"{path} holds {len(arrays)} arrays but like= has {count}; it must have the "
                          "structure of the saved object")
