@@ -31,6 +31,12 @@ def check_positive_int(name: str, value: Any, *, numpy_ints: bool = True, none_o
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+def check_int_at_least(name: str, value: Any, least: int) -> None:
+    """Raise ValueError unless `value` is a Python or numpy integer (not a bool) >= `least`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
 def check_positive_finite(name: str, value: Any) -> None:
     """Raise ValueError unless `value` is a real number in (0, inf): a Python or numpy int or
     float, never a bool, NaN or a string."""

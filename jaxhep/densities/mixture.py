@@ -9,7 +9,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.checks import check_positive_int
+from jaxhep.checks import check_int_at_least, check_positive_int
 from jaxhep.densities.base import AbstractConditionalDensity
 from jaxhep.nn import MLP
 
@@ -35,8 +35,7 @@ class MixtureDensityNetwork(AbstractConditionalDensity):
                  depth: int = 2, activation: str = "tanh", *, key: PRNGKeyArray):
         for name, value in (("theta_dim", theta_dim), ("num_components", num_components)):
             check_positive_int(name, value)
-        if isinstance(x_dim, bool) or not isinstance(x_dim, (int, np.integer)) or x_dim < 0:
-            raise ValueError(f"x_dim must be an integer >= 0, got {x_dim!r}")
+        check_int_at_least("x_dim", x_dim, 0)
         theta_dim, x_dim, num_components = int(theta_dim), int(x_dim), int(num_components)
         self.theta_dim, self.x_dim, self.num_components = theta_dim, x_dim, num_components
         n_tri = theta_dim * (theta_dim + 1) // 2

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhep.checks import check_int_at_least
 from jaxhep.nn.init import linear, numpy_rng
 
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -47,8 +47,7 @@ def get_activation(activation: str | Callable[[Array], Array]) -> Callable[[Arra
 
 def _check_sizes(in_size: int, out_size: int, width: int, depth: int) -> None:
     for name, value, least in (("in_size", in_size, 0), ("out_size", out_size, 1), ("width", width, 1), ("depth", depth, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        check_int_at_least(name, value, least)
 
 
 class MLP(eqx.Module):
@@ -127,8 +126,7 @@ class ResidualMLP(eqx.Module):
                  context_size: int = 0, activation: str | Callable = "relu", final_zero: bool = False,
                  *, key: PRNGKeyArray):
         _check_sizes(in_size, out_size, width, num_blocks)
-        if not isinstance(context_size, (int, np.integer)) or isinstance(context_size, bool) or context_size < 0:
-            raise ValueError(f"context_size must be an integer >= 0, got {context_size!r}")
+        check_int_at_least("context_size", context_size, 0)
         context_size = int(context_size)
         rng = numpy_rng(key)
         self.initial = linear(max(in_size, 1) + context_size, width, rng)
