@@ -63,8 +63,9 @@ def handler(args: argparse.Namespace) -> int:
         print(f"jaxhep lattice: error: {e}", file=sys.stderr)
         return 2
     print(format_table(results))
-    jpath, ppath = save_outputs(results, arrays, args.out, args.name or f"lattice_{args.theory}")
-    print(f"wrote {jpath}, {ppath} and the flow's weights in {os.path.join(args.out, (args.name or f'lattice_{args.theory}') + '.eqx')}")
+    name = args.name or f"lattice_{args.theory}"
+    jpath, ppath = save_outputs(results, arrays, args.out, name)
+    print(f"wrote {jpath}, {ppath} and the flow's weights in {os.path.join(args.out, name + '.eqx')}")
     return 0
 
 

@@ -33,6 +33,13 @@ def free_field_two_point(L: int, m2: float) -> np.ndarray:
     return np.real(np.fft.ifft2(prop))
 
 
+def _character_ratios(beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """n = -40..40 and I_n(beta) / I_0(beta), the characters of one plaquette scaled by I_0 so that
+    their V-th powers do not overflow (the terms beyond |n| = 40 are negligible)."""
+    n = np.arange(-40, 41)
+    return n, ive(n, beta) / ive(0, beta)
+
+
 def u1_exact_plaquette(beta: float, L: int) -> float:
     """Exact <cos P> of 2D U(1) with the Wilson action on an L x L torus (character expansion).
 
@@ -40,10 +47,7 @@ def u1_exact_plaquette(beta: float, L: int) -> float:
     <cos P> = sum_n I_n^(V-1) (I_{n-1} + I_{n+1}) / 2 / sum_n I_n^V.
     """
     V = L * L
-    n = np.arange(-40, 41)
-    i0 = ive(n, beta)
-    # scale by I_0 to avoid overflow of I_n^V; the common factor cancels
-    r = i0 / ive(0, beta)
+    n, r = _character_ratios(beta)  # the common factor I_0^V cancels
     num = np.sum(r ** (V - 1) * 0.5 * (ive(n - 1, beta) + ive(n + 1, beta)) / ive(0, beta))
     return float(num / np.sum(r**V))
 
@@ -87,8 +91,7 @@ def u1_exact_charge_distribution(beta: float, L: int, q_max: int | None = None) 
     # Over all charges, sum_Q density(2 pi Q) = (1/2 pi) sum_n chi(n)^V (Poisson summation), with
     # chi(n) = I_n(beta) / I_0(beta) at integer n: what the charges up to q_max miss of that is the
     # probability cut off.
-    n = np.arange(-40, 41)
-    total = np.sum((ive(n, beta) / ive(0, beta)) ** V) / (2 * np.pi)
+    total = np.sum(_character_ratios(beta)[1] ** V) / (2 * np.pi)
     missed = 1.0 - pq.sum() / total
     if missed > 1e-9:
         warnings.warn(f"charges up to |Q| = {q_max} hold only {1 - missed:.6g} of the probability at beta={beta}, "
