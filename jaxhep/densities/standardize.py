@@ -17,6 +17,9 @@ from jaxhep.densities.base import AbstractConditionalDensity
 SUPPORTS = ("transform", "truncate")
 MAX_REJECTION_ROUNDS = 100  # draws of the requested size, at most, in rejection sampling
 REFILL_DIVISOR = 8  # rejection sampling draws n / REFILL_DIVISOR at a time
+# In the error of rejection sampling that gives up (raised inside jit, so only its text says
+# what it is; the CLI recognises it by this phrase).
+LEAK_PHRASE = "the posterior leaks almost all its mass"
 
 
 # XLA's defaults (not jaxhep.compilation's options), like the simulators: this prepares training
@@ -142,8 +145,8 @@ class Standardized(AbstractConditionalDensity):
         start = (key, jnp.zeros((n,) + out.shape[1:], out.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
         _, out, kept, _ = jax.lax.while_loop(more, round_, start)
         return eqx.error_if(out, kept < n, f"fewer than the requested samples fell inside the prior's support "
-                                           f"after drawing {MAX_REJECTION_ROUNDS} times as many: the posterior "
-                                           f"leaks almost all its mass; fit with support='transform'")
+                                           f"after drawing {MAX_REJECTION_ROUNDS} times as many: {LEAK_PHRASE}; "
+                                           f"fit with support='transform'")
 
     def loss(self, key, theta, x):
         return self.base.loss(key, self._fixed_to_base().transform(theta), self.standardize_x(x))
