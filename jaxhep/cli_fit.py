@@ -10,7 +10,8 @@ trained posterior (`posterior.jaxhep`, for `jaxhep.io.load`), the loss curves, a
 the first observation's posterior, all samples (`samples.npz`, shape (observations, samples,
 parameters)) and `summary.json`. With `--coverage N`, N random simulations are kept out of
 training and the expected coverage of the posterior's highest-density regions on them is
-reported (and plotted): the calibration check for a simulator without a reference posterior.
+reported (and plotted), with its area to the diagonal and a KS p-value (`coverage_summary`): the
+calibration check for a simulator without a reference posterior.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def fit_files(args: argparse.Namespace) -> int:
 
     import jaxhep
     from jaxhep import compilation
-    from jaxhep.diagnostics import expected_coverage
+    from jaxhep.diagnostics import coverage_summary, expected_coverage
     from jaxhep.io import read_array, read_columns, save, stack_columns
     from jaxhep.plotting import corner, coverage_curve, loss_curves
 
@@ -177,10 +178,13 @@ def fit_files(args: argparse.Namespace) -> int:
         summary["seconds"]["coverage"] = time.perf_counter() - t0
         files["coverage"] = os.path.join(args.out, "coverage.png")
         coverage_curve(levels, coverage, path=files["coverage"], num_pairs=len(held_out[0]))
-        summary["coverage"] = {"held_out": len(held_out[0]), "levels": levels.tolist(), "hpd": coverage.tolist()}
+        summary["coverage"] = {"held_out": len(held_out[0]), "levels": levels.tolist(), "hpd": coverage.tolist(),
+                               **coverage_summary(coverage, levels, len(held_out[0]))}
         at = {f"{q:.2f}": float(coverage[i]) for i, q in enumerate(levels) if round(q, 2) in (0.5, 0.9, 0.95)}
         say(f"expected coverage of the highest-density regions on {len(held_out[0])} held-out simulations: "
-            + ", ".join(f"{v:.2f} at {k}" for k, v in at.items()) + " (calibrated: equal to the level)")
+            + ", ".join(f"{v:.2f} at {k}" for k, v in at.items()) + " (calibrated: equal to the level); "
+            f"area to the diagonal over [0.5, 1] {summary['coverage']['atc']:+.3f} (negative: over-confident), "
+            f"KS p-value {summary['coverage']['ks_pvalue']:.2g}")
     summary["files"] = files
     json_path = os.path.join(args.out, "summary.json")
     with open(json_path, "w") as f:

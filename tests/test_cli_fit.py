@@ -40,6 +40,10 @@ def test_fit_on_files_matches_the_conjugate_posterior(tmp_path):
     levels, coverage = np.array(summary["coverage"]["levels"]), np.array(summary["coverage"]["hpd"])
     assert summary["coverage"]["held_out"] == 300 and len(levels) == 21
     np.testing.assert_allclose(coverage, levels, atol=0.1)
+    # Its summary: area to the diagonal within 0.05 (4 sd of 300 pairs is 0.037), and no strong
+    # evidence against uniform credibilities.
+    assert abs(summary["coverage"]["atc"]) < 0.05 and summary["coverage"]["ks_pvalue"] > 1e-3
+    assert summary["coverage"]["ks_statistic"] == pytest.approx(np.max(np.abs(coverage - levels)))
     assert len(summary["observations"]) == 2
     sd = np.sqrt(NOISE**2 / (1 + NOISE**2))  # 0.447
     for row, obs in zip(observed[:2], summary["observations"]):

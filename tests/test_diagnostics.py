@@ -13,7 +13,8 @@ import pytest
 from jax.scipy.stats import norm
 
 from jaxhep.densities import AbstractConditionalDensity
-from jaxhep.diagnostics import c2st, c2st_scores, expected_coverage, sbc_ranks, sbc_uniformity, tarp
+from jaxhep.diagnostics import (c2st, c2st_scores, coverage_summary, expected_coverage, sbc_ranks, sbc_uniformity,
+                                 tarp)
 
 # ---------------------------------------------------------------------------------------------
 # C2ST
@@ -366,3 +367,53 @@ def test_calibration_input_checks(pairs):
     with pytest.raises(ValueError, match="theta"):
         # A posterior whose draws do not match theta's dimension.
         sbc_ranks(jax.random.key(0), post, jnp.zeros((N_PAIRS, 3)), x, L)
+
+
+def test_coverage_summary_separates_exact_from_overconfident_and_underconfident(pairs):
+    theta, x = pairs
+    levels = np.linspace(0.0, 1.0, 41)
+    summary = {}
+    for width in (1.0, 0.5, 2.0):
+        post = GaussianPosterior(width)
+        ecp = tarp(jax.random.key(16), post, theta, x, levels, num_posterior_samples=L, batch_size=CHUNK)
+        hpd = expected_coverage(jax.random.key(17), post, theta, x, levels, num_posterior_samples=L,
+                                batch_size=CHUNK)
+        summary[width] = (coverage_summary(ecp, levels, N_PAIRS), coverage_summary(hpd, levels, N_PAIRS))
+    for s in summary[1.0]:
+        # For uniform f_i, Var(atc) = (1/n) * int int (min(s, t) - s t) ds dt over [0.5, 1]^2
+        # = 0.0260 / n (sd 0.0051 here); 4 sd plus half a step of the mid-rank discretisation.
+        assert abs(s["atc"]) < 4 * np.sqrt(0.0260 / N_PAIRS) + 0.5 / (L + 1)
+        assert s["ks_pvalue"] > 1e-3
+    for s in summary[0.5]:
+        assert s["atc"] < -0.03 and s["ks_pvalue"] < 1e-6
+    for s in summary[2.0]:
+        assert s["atc"] > 0.03 and s["ks_pvalue"] < 1e-6
+    # The HPD atc of the too-narrow posterior against its closed form 1 - (1 - c)^(w^2).
+    upper = levels[levels >= 0.5]
+    gap = _hpd_coverage_closed_form(upper, 0.5) - upper
+    exact = float(np.sum(0.5 * (gap[1:] + gap[:-1]) * np.diff(upper)))
+    assert summary[0.5][1]["atc"] == pytest.approx(exact, abs=0.01)
+
+
+def test_coverage_summary_on_given_curves_and_bad_input():
+    levels = np.linspace(0.0, 1.0, 21)
+    s = coverage_summary(levels, levels)
+    assert s == {"atc": 0.0, "ks_statistic": 0.0, "ks_pvalue": None}
+    # A curve 0.1 above the diagonal on [0.5, 1] (clipped at 1): area 0.1 * 0.5 minus the clipped corner.
+    curve = np.minimum(levels + 0.1, 1.0)
+    s = coverage_summary(curve, None, 100)
+    assert s["atc"] == pytest.approx(0.05 - 0.5 * 0.1 * 0.1)
+    assert s["ks_statistic"] == pytest.approx(0.1)
+    # n = 100 and D = 0.1: lambda = (10 + 0.12 + 0.011) * 0.1, Kolmogorov tail about 0.26.
+    assert 0.2 < s["ks_pvalue"] < 0.32
+    # Unsorted levels give the same area.
+    order = np.random.default_rng(0).permutation(levels.size)
+    assert coverage_summary(curve[order], levels[order])["atc"] == pytest.approx(s["atc"])
+    with pytest.raises(ValueError, match="one value per level"):
+        coverage_summary(np.zeros((21, 2)), levels)
+    with pytest.raises(ValueError, match="two levels in"):
+        coverage_summary([0.1, 0.2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="lie in"):
+        coverage_summary(np.full(21, np.nan), levels)
+    with pytest.raises(ValueError, match="num_pairs"):
+        coverage_summary(curve, levels, 0)

@@ -31,7 +31,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from jaxhep.checks import check_positive_int
 from jaxhep.compilation import filter_jit
 
-__all__ = ["expected_coverage", "sbc_ranks", "sbc_uniformity", "tarp"]
+__all__ = ["coverage_summary", "expected_coverage", "sbc_ranks", "sbc_uniformity", "tarp"]
 
 
 def _check_key(key) -> PRNGKeyArray:
@@ -418,3 +418,66 @@ def tarp(
                       "draws")
     f = (closer.astype(np.float64) + 0.5) / (int(num_posterior_samples) + 1)
     return np.mean(f[None, :] < levels[:, None], axis=1)
+
+
+def coverage_summary(
+    coverage: Float[ArrayLike, " k"],
+    levels: Float[ArrayLike, " k"] | None = None,
+    num_pairs: int | None = None,
+) -> dict[str, float | None]:
+    """Two numbers that sum up a coverage curve: its area to the diagonal and a KS p-value.
+
+    The curve is the output of `tarp` or of `expected_coverage(method="hpd")`: at each level
+    alpha, the fraction of the n test pairs whose statistic f_i (TARP's f, or the HPD
+    credibility) lies below alpha, i.e. the empirical CDF of the f_i. For a correct posterior
+    the f_i are uniform, so the curve is the diagonal up to sampling noise.
+
+    - "atc" (area to curve, the summary of `sbi`'s `check_tarp`, here as an integral so that it
+      does not depend on how many levels there are): the trapezoid integral of coverage - alpha
+      over the levels in [0.5, 1]. Near 0 for a calibrated posterior; negative for an
+      over-confident one and positive for an under-confident one, for both curves (an
+      over-confident posterior's HPD coverage is below the diagonal at every level; its TARP
+      curve is above it below one half and below it above one half).
+    - "ks_statistic": the largest |coverage - alpha| over the given levels, the
+      Kolmogorov-Smirnov distance between the f_i and the uniform distribution as seen on
+      those levels (a lower bound of the full distance; exact if the levels include every
+      value the f_i take).
+    - "ks_pvalue": with `num_pairs` = n, the asymptotic Kolmogorov p-value of that distance
+      with Stephens' small-sample correction; None without `num_pairs`. Conservative (too
+      large) on a coarse grid of levels and for the discrete f_i of few posterior draws.
+
+    Arguments:
+        coverage: the curve, shape (k,).
+        levels: the levels it was computed at; by default 0, 0.05, ..., 1 (the default of
+            `tarp` and `expected_coverage`).
+        num_pairs: the number of test pairs behind the curve, for the p-value.
+
+    Returns:
+        {"atc": float, "ks_statistic": float, "ks_pvalue": float or None}.
+
+    Raises:
+        ValueError: for a curve and levels of different shapes, values outside [0, 1],
+            fewer than two levels in [0.5, 1], or a `num_pairs` that is not a positive integer.
+    """
+    levels = _check_levels(levels)
+    cov = np.asarray(coverage, dtype=float)
+    if cov.shape != levels.shape:
+        raise ValueError(f"coverage must have one value per level: shape {levels.shape}, got {cov.shape} "
+                         "(for expected_coverage(method='central'), pass one column at a time)")
+    if not np.all((cov >= 0) & (cov <= 1)):
+        raise ValueError("coverage values must lie in [0, 1] (NaN is not allowed)")
+    if num_pairs is not None:
+        check_positive_int("num_pairs", num_pairs)
+    order = np.argsort(levels, kind="stable")
+    lv, cv = levels[order], cov[order]
+    upper = lv >= 0.5
+    if np.count_nonzero(upper) < 2:
+        raise ValueError(f"the area to curve needs at least two levels in [0.5, 1], got {levels}")
+    gap = cv[upper] - lv[upper]
+    atc = float(np.sum(0.5 * (gap[1:] + gap[:-1]) * np.diff(lv[upper])))
+    distance = float(np.max(np.abs(cov - levels)))
+    pvalue = None
+    if num_pairs is not None:
+        sq = math.sqrt(int(num_pairs))
+        pvalue = float(_kolmogorov_sf(np.array([(sq + 0.12 + 0.11 / sq) * distance]))[0])
+    return {"atc": atc, "ks_statistic": distance, "ks_pvalue": pvalue}
