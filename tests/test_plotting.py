@@ -159,3 +159,33 @@ def test_coverage_curve_with_exact_reference(tmp_path):
     assert exact_lines[0].get_color() == lines["w"].get_color()
     with pytest.raises(ValueError, match="levels"):
         coverage_curve(levels, {"w": levels}, exact={"w": levels[:3]})
+
+
+def test_plot_settings_are_checked_and_a_lone_curve_needs_no_legend(recwarn):
+    ranks = np.random.default_rng(4).integers(0, 21, size=(100, 2))
+    # NaN and fractional ranks used to pass (every comparison with NaN is False).
+    for bad in (np.where(ranks == 3, np.nan, ranks), ranks + 0.5):
+        with pytest.raises(ValueError, match="finite integers"):
+            rank_histograms(bad, num_posterior_samples=20)
+    for band in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="band must be a probability"):
+            rank_histograms(ranks, num_posterior_samples=20, band=band)
+        with pytest.raises(ValueError, match="band must be a probability"):
+            coverage_curve(np.linspace(0, 1, 5), np.linspace(0, 1, 5), num_pairs=100, band=band)
+    for bins in (0, 22, 2.5):
+        with pytest.raises(ValueError, match="bins must be an integer from 1"):
+            rank_histograms(ranks, num_posterior_samples=20, bins=bins)
+    with pytest.raises(ValueError, match="num_posterior_samples"):
+        rank_histograms(ranks, num_posterior_samples=0)
+    for n in (0, -5, 2.5):
+        with pytest.raises(ValueError, match="num_pairs"):
+            coverage_curve(np.linspace(0, 1, 5), np.linspace(0, 1, 5), num_pairs=n)
+    samples = np.random.default_rng(5).normal(size=(1000, 2))
+    for masses in ((0.68, 1.0), (0.0,), ("high",)):
+        with pytest.raises(ValueError, match="masses must be a probability"):
+            corner(samples, masses=masses)
+    # One bin holding every rank, and a single unnamed loss curve: no legend warning.
+    rank_histograms(ranks, num_posterior_samples=20, bins=1)
+    fig = loss_curves(np.linspace(2, 1, 10))
+    assert fig.axes[0].get_legend() is None
+    assert not [w for w in recwarn if "legend" in str(w.message).lower()]

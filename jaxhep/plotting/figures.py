@@ -51,6 +51,17 @@ def _as_2d(name: str, a) -> np.ndarray:
     return arr
 
 
+def _check_probability(name: str, value) -> float:
+    """A probability strictly between 0 and 1 (a band or an enclosed mass), as a float."""
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        p = math.nan
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"{name} must be a probability strictly between 0 and 1, got {value!r}")
+    return p
+
+
 def _smooth(hist: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian smoothing of a 2-d histogram (sigma in bins), so contours are not noise."""
     if sigma <= 0:
@@ -112,9 +123,10 @@ def corner(
         The matplotlib Figure.
 
     Raises:
-        ValueError: for sets of different dimension, non-finite samples, or labels, truth or
-            limits of the wrong length.
+        ValueError: for sets of different dimension, non-finite samples, labels, truth or
+            limits of the wrong length, or masses outside (0, 1).
     """
+    masses = [_check_probability("each of masses", m) for m in np.atleast_1d(np.asarray(masses, dtype=object))]
     sets = dict(samples) if isinstance(samples, Mapping) else {"samples": samples}
     if not sets:
         raise ValueError("samples is empty: expected an array of shape (n, d) or a mapping of such arrays")
@@ -261,7 +273,8 @@ def loss_curves(history_or_dict, path: str | os.PathLike | None = None, *, log_s
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.legend(frameon=False)
+    if any(label for label, _, _, _ in curves):  # a lone array has no name to show
+        ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     _save(fig, path)
     return fig
@@ -290,15 +303,24 @@ def rank_histograms(
         The matplotlib Figure.
 
     Raises:
-        ValueError: for ranks that are negative, above L, or of the wrong shape.
+        ValueError: for ranks that are not integers, negative, above L, or of the wrong shape;
+            a band outside (0, 1); bins outside 1..L + 1.
     """
     ranks = _as_2d("ranks", ranks)
     n, d = ranks.shape
+    if not np.all(np.isfinite(ranks)) or not np.all(ranks == np.round(ranks)):
+        raise ValueError("ranks must be finite integers (counts of posterior draws below the truth)")
+    if num_posterior_samples is not None:
+        check_positive_int("num_posterior_samples", num_posterior_samples)
     L = int(ranks.max()) if num_posterior_samples is None else int(num_posterior_samples)
     if ranks.min() < 0 or ranks.max() > L:
-        raise ValueError(f"ranks must lie in [0, {L}], got values in [{ranks.min()}, {ranks.max()}]")
+        raise ValueError(f"ranks must lie in [0, {L}], got values in [{ranks.min():g}, {ranks.max():g}]")
+    band = _check_probability("band", band)
     if bins is None:
         bins = max(2, min(20, L + 1, n // 5))
+    elif not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 1 <= bins <= L + 1:
+        raise ValueError(f"bins must be an integer from 1 to L + 1 = {L + 1} (one rank value per bin at most), "
+                         f"got {bins!r}")
     if labels is None:
         labels = [rf"$\theta_{{{i + 1}}}$" for i in range(d)]
     if len(labels) != d:
@@ -378,9 +400,13 @@ def coverage_curve(
         The matplotlib Figure.
 
     Raises:
-        ValueError: when a curve's length differs from that of `levels`.
+        ValueError: when a curve's length differs from that of `levels`, for a `num_pairs` that
+            is not a positive integer, or a band outside (0, 1).
     """
     levels = np.asarray(levels, dtype=float).reshape(-1)
+    if num_pairs is not None:
+        check_positive_int("num_pairs", num_pairs)
+        band = _check_probability("band", band)
     if isinstance(coverage, Mapping):
         curves = {str(k): np.asarray(v, dtype=float).reshape(-1) for k, v in coverage.items()}
     else:
