@@ -349,6 +349,10 @@ def test_calibration_input_checks(pairs):
         tarp(jax.random.key(0), post, theta, x, references=np.zeros((3, D)))
     with pytest.raises(TypeError, match="PRNG key"):
         sbc_ranks(0, post, theta, x, L)
+    # A raw key gives the same ranks as its typed form (it was refused before).
+    raw = sbc_ranks(jax.random.PRNGKey(5), post, theta[:50], x[:50], L)
+    np.testing.assert_array_equal(raw, sbc_ranks(jax.random.wrap_key_data(jax.random.PRNGKey(5)), post,
+                                                 theta[:50], x[:50], L))
     # A posterior whose draws and densities are NaN: comparisons with NaN are all False, which
     # passed for rank 0, a covered truth and f = 0 before.
     broken = GaussianPosterior(float("nan"))

@@ -30,15 +30,17 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
 from jaxhep.compilation import filter_jit
+from jaxhep.nn.init import typed_key
 
 __all__ = ["coverage_summary", "expected_coverage", "sbc_ranks", "sbc_uniformity", "tarp"]
 
 
 def _check_key(key) -> PRNGKeyArray:
-    if not isinstance(key, jax.Array) or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        raise TypeError(f"key must be a typed PRNG key from jax.random.key, got {type(key).__name__}"
-                        + (f" with dtype {key.dtype}" if hasattr(key, "dtype") else ""))
-    return key
+    """A typed key; a raw `jax.random.PRNGKey` is wrapped (the same streams), as `fit` does."""
+    try:
+        return typed_key(key)
+    except TypeError as err:
+        raise TypeError(f"key: {err} (from jax.random.key or jax.random.PRNGKey)") from None
 
 
 def _check_pairs(posterior, theta, x, num_posterior_samples: int, batch_size: int | None):
@@ -195,7 +197,7 @@ def sbc_ranks(
 
     Raises:
         ValueError: for mismatched or non-finite inputs, or draws of the wrong shape or not finite.
-        TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
+        TypeError: for a key that is not a JAX PRNG key, or a posterior without the interface.
     """
     key = _check_key(key)
     theta, x = _check_pairs(posterior, theta, x, num_posterior_samples, batch_size)
@@ -325,7 +327,7 @@ def expected_coverage(
 
     Raises:
         ValueError: for mismatched or non-finite inputs, invalid levels or an unknown method.
-        TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
+        TypeError: for a key that is not a JAX PRNG key, or a posterior without the interface.
     """
     key = _check_key(key)
     levels = _check_levels(levels)
@@ -392,7 +394,7 @@ def tarp(
     Raises:
         ValueError: for mismatched or non-finite inputs, reference points of the wrong shape or
             invalid levels.
-        TypeError: for a key that is not a typed PRNG key, or a posterior without the interface.
+        TypeError: for a key that is not a JAX PRNG key, or a posterior without the interface.
     """
     key = _check_key(key)
     levels = _check_levels(levels)
