@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -54,3 +57,24 @@ def sample_shape_tuple(sample_shape: Any) -> tuple[int, ...]:
     if any(s < 0 for s in sizes):
         raise ValueError(f"sample_shape must hold non-negative sizes, got {sample_shape!r}")
     return sizes
+
+
+def _internal_folders() -> tuple[str, ...]:
+    """Folders of jaxhep's code (its sub-packages `sbi` and `theory` may live elsewhere in an
+    editable install) and of equinox, whose wrappers sit between a user and a module's method."""
+    folders = []
+    for name in ("jaxhep", "jaxhep.sbi", "jaxhep.theory", "equinox"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            folders.append(os.path.dirname(os.path.abspath(module.__file__)) + os.sep)
+    return tuple(folders)
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """`warnings.warn` pointing at the first frame outside jaxhep (and equinox): the user's
+    line, however many jaxhep functions lie between it and the warning."""
+    folders = _internal_folders()
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(folders):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level if frame is not None else 2)

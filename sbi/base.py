@@ -14,8 +14,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxhep.densities import (AbstractConditionalDensity, Embedded, Standardized, check_support, embedding_size,
                               make_standardizer, transform_rows)
 from jaxhep.nn.init import split_on_host
+from jaxhep.checks import check_positive_finite
 from jaxhep.training import (History, check_clip_norm, check_devices, check_ema_decay, check_lr_decay,
-                             check_positive_int, drop_nonfinite, fit)
+                             check_positive_int, check_weight_decay, drop_nonfinite, fit)
 
 
 class Posterior(AbstractConditionalDensity):
@@ -140,13 +141,11 @@ class AbstractPosteriorEstimator(eqx.Module):
             check_positive_int(name, getattr(self, name), numpy_ints=False)
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        check_positive_finite("learning_rate", self.learning_rate)
         check_ema_decay(self.ema_decay)
         check_lr_decay(self.lr_decay_factor, self.lr_decay_patience)
         check_clip_norm(self.clip_norm)
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_weight_decay(self.weight_decay)
         check_support(self.support)
         check_devices(self.devices)
         if isinstance(self.devices, (int, np.integer)) and self.batch_size % self.devices:  # bool refused above

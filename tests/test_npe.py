@@ -202,9 +202,14 @@ def test_input_errors_and_untouched_inputs():
     x_bad = x.copy()
     x_bad[:5, 0] = np.nan
     before = x_bad.copy()
-    with pytest.warns(UserWarning, match="dropped 5 of 300"):
+    with pytest.warns(UserWarning, match="dropped 5 of 300") as caught:
         post = NPE(**(SMALL | dict(max_epochs=2))).fit(jax.random.key(0), theta, x_bad, prior=prior)
+    # The warning points at the line above (the user's call), not inside jaxhep or equinox.
+    assert {w.filename for w in caught if "dropped" in str(w.message)} == {__file__}
     np.testing.assert_array_equal(x_bad, before)
+    for name, bad in (("learning_rate", float("inf")), ("learning_rate", -1e-3), ("weight_decay", float("inf"))):
+        with pytest.raises(ValueError, match=f"{name} must be a"):
+            NPE(**(SMALL | {name: bad}))
     with pytest.raises(ValueError, match="finite"):
         post.sample(jax.random.key(0), jnp.array([0.0, jnp.inf]), (10,))
     with pytest.raises(ValueError, match="x must have shape"):

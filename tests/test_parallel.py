@@ -64,6 +64,14 @@ def test_each_device_draws_its_own_randomness():
     assert abs(variance - 1 / 24) < 0.012, variance
     _, hist_one = fit(jax.random.key(0), w, loss, data, **kwargs)
     assert abs(float(np.var(hist_one.train_loss)) - 1 / 12) < 0.02
+    # A mesh of one device draws what no mesh draws (it folded the device index into the keys),
+    # in training and in validation.
+    kwargs.update(max_epochs=5, validation_fraction=0.2, batch_size=80)
+    _, hist_none = fit(jax.random.key(0), w, loss, data, **kwargs)
+    for devices in (1, [jax.devices()[1]]):
+        _, hist_mesh = fit(jax.random.key(0), w, loss, data, devices=devices, **kwargs)
+        np.testing.assert_array_equal(hist_mesh.train_loss, hist_none.train_loss)
+        np.testing.assert_array_equal(hist_mesh.val_loss, hist_none.val_loss)
 
 
 def test_npe_on_two_devices_matches_one_device():

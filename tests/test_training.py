@@ -3,6 +3,7 @@ import time
 import warnings
 
 import equinox as eqx
+import optax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -140,6 +141,56 @@ def test_a_training_loss_that_turns_nan_keeps_the_best_earlier_state_and_aligned
     with pytest.raises(RuntimeError, match="no epoch gave usable weights: the training loss"):
         fit(jax.random.key(1), model, lambda m, k, b: mse_loss(m, k, b) + jnp.nan, (x, y), max_epochs=5,
             progress=False)
+
+
+class _Scalar(eqx.Module):
+    p: jax.Array
+
+
+@jax.custom_jvp
+def _nan_gradient_below(p):
+    """Zero, with a NaN derivative once p < -2.5 (a finite loss whose gradient is not)."""
+    return 0.0 * p
+
+
+@_nan_gradient_below.defjvp
+def _nan_gradient_below_jvp(primals, tangents):
+    (p,), (t,) = primals, tangents
+    return _nan_gradient_below(p), jnp.where(p < -2.5, jnp.nan, 0.0) * t
+
+
+@pytest.mark.parametrize("max_epochs", [4, 6])
+def test_weights_made_nan_by_a_finite_loss_are_never_returned(max_epochs):
+    # SGD with step 1 on loss p: p = 0, -1, -2, -3, then the step at p = -3 has a NaN gradient
+    # while its loss (-3) is finite. Without a validation split, the epoch that ends with NaN
+    # weights used to count as the best state and was returned (with no warning at the last epoch).
+    def loss(m, k, batch):
+        return jnp.mean(batch) * 0 + m.p + _nan_gradient_below(m.p)
+
+    with pytest.warns(UserWarning, match=r"weights became NaN or inf at epoch 3; keeping the best earlier state "
+                                         r"\(epoch 2\)"):
+        trained, hist = fit(jax.random.key(0), _Scalar(jnp.zeros(())), loss, np.ones(30, np.float32),
+                            optimizer=optax.sgd(1.0), clip_norm=None, batch_size=1000, max_epochs=max_epochs,
+                            validation_fraction=0.0, progress=False)
+    assert float(trained.p) == -3.0 and hist.best_epoch == 2 and hist.epochs == 4 and hist.stopped_early
+    # NaN weights after the first epoch: nothing usable, and the error says why.
+    with pytest.raises(RuntimeError, match="the weights became NaN or inf"):
+        fit(jax.random.key(0), _Scalar(jnp.full((), -3.0)), loss, np.ones(30, np.float32), optimizer=optax.sgd(1.0),
+            clip_norm=None, batch_size=1000, max_epochs=3, validation_fraction=0.0, progress=False)
+
+
+def test_bad_learning_rate_and_weight_decay_are_refused():
+    x, y, _ = _linear_problem(n=50)
+    model = MLP(3, 1, depth=0, key=jax.random.key(0))
+    for lr in (-0.01, 0.0, float("nan"), float("inf"), "1e-3"):
+        with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
+            fit(jax.random.key(0), model, mse_loss, (x, y), learning_rate=lr, progress=False)
+    for wd in (float("inf"), -1.0, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+            fit(jax.random.key(0), model, mse_loss, (x, y), weight_decay=wd, progress=False)
+    # With a given optimizer, learning_rate is not used and not checked.
+    fit(jax.random.key(0), model, mse_loss, (x, y), optimizer=optax.sgd(0.1), learning_rate=-1.0, max_epochs=1,
+        progress=False)
 
 
 def test_no_validation_trains_all_epochs():

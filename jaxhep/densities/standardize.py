@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import equinox as eqx
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxhep.bijections import AbstractBijection, Affine, BoxToReal, Chain, Invert, support_bounds
+from jaxhep.checks import warn_caller
 from jaxhep.densities.base import AbstractConditionalDensity
 
 
@@ -246,10 +246,10 @@ def warn_if_float32_loses_resolution(a: np.ndarray, name: str, *, tolerance: flo
     if coarse.size:
         j = int(coarse[0])
         more = f" (and {coarse.size - 1} more)" if coarse.size > 1 else ""
-        warnings.warn(f"{name} column {j}{more} has a spread of {spread[j]:.3g} at magnitudes up "
-                      f"to {np.max(np.abs(a[:, j])):.3g}, where float32 resolves only steps of {step[j]:.3g}: its "
-                      f"values lose precision in float32; subtract an offset (e.g. the column's mean) before fitting "
-                      f"and sampling", UserWarning, stacklevel=3)
+        warn_caller(f"{name} column {j}{more} has a spread of {spread[j]:.3g} at magnitudes up "
+                    f"to {np.max(np.abs(a[:, j])):.3g}, where float32 resolves only steps of {step[j]:.3g}: its "
+                    f"values lose precision in float32; subtract an offset (e.g. the column's mean) before fitting "
+                    f"and sampling")
 
 
 def check_support(support: str) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import time
 import types
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from jaxhep import compilation
-from jaxhep.checks import check_positive_finite, check_positive_int
+from jaxhep.checks import check_positive_finite, check_positive_int, warn_caller
 from jaxhep.nn.init import numpy_rng, split_on_host, typed_key
 from jaxhep.training.parallel import DATA_AXIS, data_mesh
 
@@ -32,10 +33,12 @@ class History(eqx.Module):
     Attributes:
         train_loss: mean training loss of each epoch.
         val_loss: validation loss after each epoch (empty without a validation split; NaN for
-            an epoch whose training loss was not finite, where training stopped).
+            an epoch whose training loss or weights were not finite, where training stopped).
         best_epoch: index of the epoch whose state was kept.
         epochs: number of epochs run.
-        stopped_early: whether patience ran out before `max_epochs`.
+        stopped_early: whether training was ended by something other than `max_epochs`: patience
+            ran out (possibly at the last allowed epoch), or the loss or the weights stopped
+            being finite.
         seconds: wall time of the run, compilation included.
         lr_scale: the factor the step size was multiplied by in each epoch (all ones without a
             plateau schedule; None where not recorded).
@@ -66,7 +69,7 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
 
     Arguments:
         data: pytree of arrays sharing a leading axis.
-        what: what a row is, for the warning.
+        what: what a row is, for the warning (which points at the first caller outside jaxhep).
 
     Returns:
         (data without those rows, number dropped). The input is not modified.
@@ -81,7 +84,7 @@ def drop_nonfinite(data: PyTree, *, what: str = "simulations") -> tuple[PyTree, 
             ok &= np.isfinite(arr.reshape(n, -1)).all(axis=1)
     dropped = int(n - ok.sum())
     if dropped:
-        warnings.warn(f"dropped {dropped} of {n} {what} containing NaN or inf", stacklevel=3)
+        warn_caller(f"dropped {dropped} of {n} {what} containing NaN or inf")
         if dropped == n:
             raise ValueError(f"all {n} {what} contain NaN or inf; nothing is left to train on")
         data = jax.tree_util.tree_map(lambda a: np.asarray(a)[ok], data)
@@ -99,6 +102,12 @@ def check_clip_norm(clip_norm: float | None) -> None:
     clipping at 0 trains nothing, at a negative value it turns every step uphill)."""
     if clip_norm is not None:
         check_positive_finite("clip_norm", clip_norm)
+
+
+def check_weight_decay(weight_decay: float) -> None:
+    """Raise ValueError unless `weight_decay` is a finite number >= 0 (inf drove every weight to -inf)."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or not 0 <= weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
 
 
 def check_lr_decay(factor: float | None, patience: int) -> None:
@@ -205,7 +214,9 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
     With a mesh in `config`, every device takes its equal share of each minibatch, and the
     gradients are averaged over the devices (one all-reduce per step) before the same update is
     applied everywhere; the updates are those of one device up to float rounding. The epoch's
-    mean loss is averaged over the devices once, at the end.
+    mean loss is averaged over the devices once, at the end. Also returns whether the weights
+    that would be validated and returned (the trained ones, or their average) are all finite: a
+    last step with a NaN gradient leaves NaN weights after a finite loss.
     """
     c = config
     loss_of_params = _loss_of_params(c, frozen)
@@ -221,8 +232,9 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
     def step(carry, inp):
         p, s, a = carry
         k, batch, i = inp
-        if c.mesh is not None:
-            k = jax.random.fold_in(k, shard)  # each device's share draws its own randomness
+        if c.mesh is not None and c.mesh.size > 1:
+            # Each device's share draws its own randomness; on one device, that of no mesh.
+            k = jax.random.fold_in(k, shard)
         value, grads = jax.value_and_grad(loss_of_params)(p, k, batch)
         if c.mesh is not None:
             # One all-reduce for all gradients. The losses are averaged over the devices once
@@ -242,7 +254,8 @@ def _train_epoch(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr
     (params, opt_state, avg), losses = jax.lax.scan(
         step, (params, opt_state, avg), (jax.random.split(k_steps, c.n_batches), batches, jnp.arange(c.n_batches)))
     loss = jnp.mean(losses)
-    return params, opt_state, avg, loss if c.mesh is None else jax.lax.pmean(loss, DATA_AXIS)
+    finite = jnp.all(jnp.isfinite(ravel_pytree(params if avg is None else avg)[0]))
+    return params, opt_state, avg, loss if c.mesh is None else jax.lax.pmean(loss, DATA_AXIS), finite
 
 
 def _train_epoch_program(params, frozen, opt_state, avg, train, perm, k_train, epoch, lr_scale, config):
@@ -263,7 +276,8 @@ def _validate(checked, frozen, val_chunks, k_val, config):
         shard, n_shards = _shard_index(config.mesh)
         val_chunks = jax.tree_util.tree_map(
             lambda a: a.reshape((n_chunks, n_shards, a.shape[1] // n_shards) + a.shape[2:])[:, shard], val_chunks)
-        val_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, shard)))(val_keys)
+        if config.mesh.size > 1:
+            val_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, shard)))(val_keys)
 
     def one_draw(keys):
         return jnp.mean(jax.lax.map(lambda kb: loss_of_params(checked, kb[0], kb[1]), (keys, val_chunks)))
@@ -343,7 +357,8 @@ def fit(
     program, and epochs that finish before it is ready are validated in order once it is; where
     a second core is free this hides its compilation. Only epochs that early stopping cannot
     have cut off (up to the best epoch so far plus `patience`) train ahead of their validation,
-    so the results and the work done are those of validating after every epoch. With the
+    so the results and the work done are those of validating after every epoch (when no epoch
+    ever validates to a finite loss, which ends in an error, one epoch more may be trained). With the
     plateau schedule (`lr_decay_factor`), whose step size depends on each validation loss, every
     epoch waits for its validation instead.
 
@@ -356,7 +371,7 @@ def fit(
         optimizer: an optax transformation; Adam at `learning_rate` by default (run on the
             parameters concatenated into one vector, which compiles faster; the updates are
             those of per-array Adam).
-        learning_rate: Adam's step size when `optimizer` is None.
+        learning_rate: Adam's step size when `optimizer` is None (a positive finite number).
         clip_norm: global gradient-norm clipping (None to switch off).
         batch_size: minibatch size (reduced to the training-set size if larger, rounded down to
             a multiple of the device count with `devices`).
@@ -389,7 +404,7 @@ def fit(
             optimizer's updates are scaled, so this works with any optimizer whose update is
             proportional to its learning rate (Adam, SGD, ...). Needs a validation split.
         lr_decay_patience: epochs without improvement before each reduction.
-        weight_decay: when `optimizer` is None and this is > 0, AdamW's decoupled weight decay
+        weight_decay: when `optimizer` is None and this is > 0 (finite), AdamW's decoupled weight decay
             (Loshchilov and Hutter 2019) instead of Adam.
         devices: data-parallel training. None (the default) trains on the default device. "all",
             an integer n (the first n devices of the default backend in this process) or a
@@ -398,7 +413,10 @@ def fit(
             count), the gradients are averaged over the devices after every step, and every
             device applies the same update. The updates equal those of one device up to float
             rounding for a deterministic loss; a stochastic loss draws each share's randomness
-            with its own key. The model is returned on the first of the devices. On the CPU,
+            with its own key (a single device draws as without `devices`). The validation loss
+            covers the same rows as on one device when the validation split divides into the
+            device count; otherwise up to count - 1 rows per chunk are left out, which for a
+            small split can move the best epoch. The model is returned on the first of the devices. On the CPU,
             JAX has one device unless it is told otherwise before it first runs:
             `jaxhep.training.use_cpu_cores()` right after `import jax` makes one per core
             (NPE's 5x50 spline flow with 200-row minibatches: 0.86 instead of 1.31 ms per step
@@ -425,8 +443,10 @@ def fit(
     check_ema_decay(ema_decay)
     check_lr_decay(lr_decay_factor, lr_decay_patience)
     check_clip_norm(clip_norm)
-    if not (isinstance(weight_decay, (int, float, np.floating, np.integer)) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    check_weight_decay(weight_decay)
+    if optimizer is None:
+        # A negative step size ascends the loss (and early stopping then hid it by returning epoch 0).
+        check_positive_finite("learning_rate", learning_rate)
     if weight_decay and optimizer is not None:
         raise ValueError("weight_decay applies to the default optimizer; pass optax.adamw(...) as optimizer instead")
     if drop_invalid:
@@ -589,18 +609,18 @@ def fit(
             perm = shuffle.permutation(n_train)[: n_batches * batch_size].astype(np.int32)
             if mesh is not None:
                 perm = jax.device_put(perm, everywhere)
-            params, opt_state, avg, tl = train_program(params, frozen, opt_state, avg, train, perm, k_train,
-                                                       np.int32(epoch), np.float32(lr_scale))
+            params, opt_state, avg, tl, finite = train_program(params, frozen, opt_state, avg, train, perm, k_train,
+                                                               np.int32(epoch), np.float32(lr_scale))
             current = params if avg is None else avg
             tl = float(tl)
             train_hist.append(tl)
             bar.update(1)
-            if not np.isfinite(tl):
+            if not (np.isfinite(tl) and bool(finite)):
                 # Unless an earlier epoch, still waiting for validation, stops training first.
                 if not validate_pending(wait=True):
                     if best_epoch >= 0:
-                        warnings.warn(f"training loss became {tl} at epoch {epoch}; keeping the best earlier "
-                                      f"state (epoch {best_epoch})", stacklevel=2)
+                        what = f"training loss became {tl}" if not np.isfinite(tl) else "weights became NaN or inf"
+                        warn_caller(f"{what} at epoch {epoch}; keeping the best earlier state (epoch {best_epoch})")
                     stopped_early = True
                     if val is not None:
                         val_hist.append(np.nan)  # not validated: one entry per epoch all the same
@@ -621,12 +641,15 @@ def fit(
 
     if best_epoch < 0:
         what = "training" if val is None or not np.isfinite(train_hist[-1]) else "validation"
+        cause = f"the {what} loss was not finite"
+        if np.isfinite(train_hist[-1]) and not bool(finite):
+            cause = "the weights became NaN or inf (a gradient that was not finite)"
 
         def head(hist):
             return f"{np.round(hist[:5], 4).tolist()}{' ...' if len(hist) > 5 else ''}"
 
         raise RuntimeError(
-            f"no epoch gave usable weights: the {what} loss was not finite (training losses {head(train_hist)}, "
+            f"no epoch gave usable weights: {cause} (training losses {head(train_hist)}, "
             f"validation losses {head(val_hist)}); check the data (e.g. values on a bounded prior's edge) and "
             f"the learning rate")
     history = History(
