@@ -1,7 +1,8 @@
 """jaxhep NPE against PyTorch `sbi` NPE on the same simulations, in one process; writes JSON.
 
 For each task the simulations are drawn once with jaxhep and handed to both libraries. Each
-library trains a neural spline flow with the same architecture and training settings, then
+library trains a neural spline flow of the same layout and size with the same training settings
+(the conditioners' insides differ; see README.md in this folder), then
 draws 10^4 posterior samples for each of the task's observations 1..N; both sets of samples are
 compared with the task's reference posterior by the same C2ST (`jaxhep.diagnostics.c2st`, same
 key for both). Reported per library: training wall time (compilation included for jaxhep;
@@ -131,9 +132,15 @@ def run_jaxhep(key, task, theta, x, observations, num_samples, settings_mode, c2
 
     from jaxhep.diagnostics import c2st
     from jaxhep.sbi import NPE
+    from jaxhep.training.fit import _shared_programs
 
     settings = SBI_SETTINGS if settings_mode == "sbi" else {}
     npe = NPE(**settings, progress=False, devices=devices)
+    # Every task pays its own compilation: fits of the same shapes in one process share their
+    # compiled programs, so an earlier task of the same sizes (gaussian_linear and bernoulli_glm
+    # are both 10 by 10) would otherwise train the later one without compiling.
+    _shared_programs.cache_clear()
+    jax.clear_caches()
     k_fit, k_sample = jax.random.split(key)
     start = time.perf_counter()
     posterior = npe.fit(k_fit, theta, x, prior=task.prior)

@@ -64,7 +64,9 @@ def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
         num_blocks: int = 2, tail_bound: float = 3.0, autoregressive: bool = False, activation: str = "relu",
         key: PRNGKeyArray) -> Flow:
     """Neural spline flow (Durkan et al. 2019): rational-quadratic spline coupling layers, each
-    followed by an LU-parameterised linear map (the layout of sbi's default NSF), or spline
+    followed by an LU-parameterised linear map (the layout of sbi's default NSF: the same sizes
+    and the same number of trained parameters; the conditioners' insides differ, see
+    `jaxhep.nn.ResidualMLP`), or spline
     autoregressive layers with reversing permutations when `autoregressive` is True.
 
     Arguments:

@@ -102,8 +102,11 @@ class _ResidualBlock(eqx.Module):
 class ResidualMLP(eqx.Module):
     """Residual network: a linear input layer, residual blocks of two linear layers, a linear output.
 
-    The context vector, when given, is added inside every block (as nflows' ResidualNet does),
-    which conditions every block rather than only the first layer.
+    The context vector, when given, enters the input layer and, through a linear map of its
+    own, is added after the first layer of every block, so that every block is conditioned
+    rather than only the first layer. (nflows' ResidualNet, behind sbi's NSF, conditions every
+    block too, but gates the block's output by a sigmoid of the context's map instead of adding
+    it, and has no activation before the output layer.)
 
     Arguments:
         in_size: input dimension.
