@@ -7,6 +7,7 @@ from jaxtyping import PRNGKeyArray
 
 from jaxhep.checks import check_positive_finite, check_positive_int
 from jaxhep.densities import AbstractConditionalDensity, MixtureDensityNetwork, maf, nsf
+from jaxhep.densities.flows import NSF_LAYOUTS
 from jaxhep.nn import get_activation
 from jaxhep.sbi.base import AbstractPosteriorEstimator
 
@@ -77,6 +78,9 @@ class NPE(AbstractPosteriorEstimator):
             devices only when told before it first runs: `jaxhep.training.use_cpu_cores()`
             right after `import jax` makes one per core; NPE with sbi's settings on two_moons
             then trains about 1.4x faster per epoch on 2 cores.
+        layout: the NSF network's insides: "jaxhep" (the default) or "sbi", the network PyTorch
+            sbi builds for `posterior_nn("nsf")`, the same function of the same parameters (see
+            `jaxhep.densities.nsf`); for comparisons with sbi. density_estimator="nsf" only.
 
     Raises:
         ValueError: for an unknown estimator name or invalid sizes.
@@ -106,6 +110,7 @@ class NPE(AbstractPosteriorEstimator):
     embedding_net: eqx.Module | None = None
     support: str = "transform"
     devices: None | str | int | tuple = None
+    layout: str = "jaxhep"
 
     def __check_init__(self):
         if self.density_estimator not in DENSITY_ESTIMATORS:
@@ -115,6 +120,11 @@ class NPE(AbstractPosteriorEstimator):
             check_positive_int(name, getattr(self, name), numpy_ints=False)
         check_positive_finite("tail_bound", self.tail_bound)
         get_activation(self.activation)  # an unknown name fails here, with the names it knows
+        if self.layout not in NSF_LAYOUTS:
+            raise ValueError(f"layout must be one of {NSF_LAYOUTS}, got {self.layout!r}")
+        if self.layout == "sbi" and self.density_estimator != "nsf":
+            raise ValueError(f"layout='sbi' is sbi's NSF network: it needs density_estimator='nsf', got "
+                             f"{self.density_estimator!r}")
 
     @property
     def method(self) -> str:
@@ -129,6 +139,6 @@ class NPE(AbstractPosteriorEstimator):
                        activation=self.activation, key=key)
         return nsf(theta_dim, x_dim, num_transforms=self.num_transforms, hidden_features=self.hidden_features,
                    num_bins=self.num_bins, tail_bound=self.tail_bound, activation=self.activation,
-                   autoregressive=self.density_estimator == "nsf_autoregressive", key=key)
+                   autoregressive=self.density_estimator == "nsf_autoregressive", layout=self.layout, key=key)
 
 

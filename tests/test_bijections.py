@@ -22,6 +22,8 @@ def _registry():
         "coupling_affine": perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "affine", 16, key=k[1]), k[2]),
         "coupling_spline": perturb(Coupling(DIM, alternating_mask(DIM, False), COND, "spline", 16, num_bins=6,
                                              key=k[3]), k[4]),
+        "coupling_spline_nflows": perturb(Coupling(DIM, alternating_mask(DIM, True), COND, "spline", 16, num_bins=6,
+                                                    layout="nflows", key=k[6]), k[7]),
         "coupling_spline_spare_slots": perturb(Coupling(DIM, [False, True, False], COND, "spline", 16, num_bins=6,
                                                          slots=3, key=k[2]), k[5]),
         "made_affine": perturb(MaskedAutoregressive(DIM, COND, "affine", 16, key=k[5]), k[6]),
@@ -188,6 +190,14 @@ def test_bad_arguments_raise():
             SplineTransformer(num_bins=bins)
     with pytest.raises(ValueError, match="backend"):
         SplineTransformer(backend="torch")
+    with pytest.raises(ValueError, match="style"):
+        SplineTransformer(style="torch")
+    with pytest.raises(ValueError, match="backend='distrax'"):
+        SplineTransformer(backend="distrax", style="nflows")
+    with pytest.raises(ValueError, match="layout"):
+        Coupling(3, [True, False, False], layout="sbi", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="transformer must be 'spline'"):
+        Coupling(3, [True, False, False], transformer="affine", layout="nflows", key=jax.random.key(0))
     for width in (0, 2.5):
         with pytest.raises(ValueError, match="width"):
             MaskedAutoregressive(3, 2, width=width, key=jax.random.key(0))
@@ -265,3 +275,34 @@ def test_coupling_spare_slots_change_nothing():
     np.testing.assert_allclose(ld_spare, ld_plain, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(y_spare[:, [0, 2]], x[:, [0, 2]])
     assert float(jnp.max(jnp.abs(y_spare[:, [1, 3]] - x[:, [1, 3]]))) > 1e-2
+
+
+def test_nflows_spline_parameterisation_in_closed_form():
+    """nflows' spline (sbi's NSF): 3K - 1 raw numbers; zero logits give equal bins, zero slope
+    numbers give inner slopes 1e-3 + log 2 (no offset), and the boundary slopes are one. The
+    logits are divided by logit_scale. (experiments/benchmarks/check_sbi_layout.py compares the
+    whole network with nflows itself.)"""
+    from jaxhep.bijections.rqs import spline_knots
+
+    K, B = 4, 3.0
+    spline = SplineTransformer(K, B, style="nflows", logit_scale=5.0)
+    assert spline.num_params == 3 * K - 1 and SplineTransformer(K, B).num_params == 3 * K + 1
+    x_pos, y_pos, slopes = spline_knots(jnp.zeros((1, 3 * K - 1)), B, "nflows", 5.0)
+    np.testing.assert_allclose(x_pos[0], np.linspace(-B, B, K + 1), atol=1e-6)
+    np.testing.assert_allclose(y_pos[0], np.linspace(-B, B, K + 1), atol=1e-6)
+    np.testing.assert_allclose(slopes[0], [1.0] + [1e-3 + np.log(2.0)] * (K - 1) + [1.0], rtol=1e-6)
+    # Logits p with scale s are logits p / s with scale 1; the slope numbers are not scaled.
+    raw = jax.random.normal(jax.random.key(3), (5, 3 * K - 1)) * 4
+    scaled = raw.at[:, :2 * K].divide(5.0)
+    for a, b in zip(spline_knots(raw, B, "nflows", 5.0), spline_knots(scaled, B, "nflows", 1.0)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # The smallest bin is 1e-3 of the interval: one huge logit leaves the others at that size.
+    x_pos, _, _ = spline_knots(jnp.array([[1e4, 0.0, 0.0, 0.0] + [0.0] * (2 * K - 1)]), B, "nflows", 1.0)
+    np.testing.assert_allclose(np.diff(np.asarray(x_pos[0]))[1:], 1e-3 * 2 * B, rtol=1e-4)
+    # Inside: the rational-quadratic map of the middle bin at zero parameters (equal bins, slopes
+    # d at both knots of an inner bin): g(xi) = y0 + h (s xi^2 + d xi (1 - xi)) / (s + (2d - 2s) xi (1 - xi)), s = 1.
+    d, h, xi = 1e-3 + np.log(2.0), 2 * B / K, 0.3
+    v = -B + h + xi * h  # in the second bin, whose knots are both inner
+    y, _ = spline.forward(jnp.array([v]), jnp.zeros((1, 3 * K - 1)))
+    t = xi * (1 - xi)
+    np.testing.assert_allclose(y[0], -B + h + h * (xi**2 + d * t) / (1 + (2 * d - 2) * t), rtol=1e-5)

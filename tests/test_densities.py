@@ -19,6 +19,8 @@ def _densities():
     k = jax.random.split(jax.random.key(0), 6)
     return {
         "nsf": perturb(nsf(2, X_DIM, num_transforms=3, hidden_features=16, num_bins=6, key=k[0]), k[1], 0.2),
+        "nsf_sbi_layout": perturb(nsf(2, X_DIM, num_transforms=3, hidden_features=16, num_bins=6, layout="sbi",
+                                      key=k[3]), k[4], 0.2),
         "nsf_autoregressive": perturb(nsf(2, X_DIM, num_transforms=2, hidden_features=16, num_bins=6,
                                            autoregressive=True, key=k[2]), k[3], 0.2),
         "maf": perturb(maf(2, X_DIM, num_transforms=3, hidden_features=16, key=k[4]), k[5], 0.1),

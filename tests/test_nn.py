@@ -29,6 +29,27 @@ def test_residual_mlp_uses_context():
         plain(x, jnp.ones(4))
 
 
+def test_residual_mlp_nflows_style_in_closed_form():
+    """Style "nflows" (nflows' ResidualNet): each block's output is gated by a sigmoid of the
+    context's map, and no activation comes before the output layer."""
+    net = ResidualMLP(2, 3, width=5, num_blocks=2, context_size=2, style="nflows", key=jax.random.key(4))
+    x, c = np.array([0.3, -0.7]), np.array([1.1, 0.4])
+
+    def lin(layer, v):
+        return np.asarray(layer.weight) @ v + np.asarray(layer.bias)
+
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    h = lin(net.initial, np.concatenate([x, c]))
+    for block in net.blocks:
+        t = lin(block.second, relu(lin(block.first, relu(h))))
+        h = h + t / (1.0 + np.exp(-lin(block.context, c)))
+    np.testing.assert_allclose(net(jnp.asarray(x), jnp.asarray(c)), lin(net.final, h), rtol=1e-5, atol=1e-6)
+    # Its blocks' second layers start near zero, biases included (uniform on +-1e-3).
+    assert all(float(jnp.max(jnp.abs(b.second.bias))) <= 1e-3 for b in net.blocks)
+    with pytest.raises(ValueError, match="style"):
+        ResidualMLP(2, 3, style="torch", key=jax.random.key(0))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="activation"):
         get_activation("swishy")

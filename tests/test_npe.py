@@ -207,6 +207,12 @@ def test_input_errors_and_untouched_inputs():
     # The warning points at the line above (the user's call), not inside jaxhep or equinox.
     assert {w.filename for w in caught if "dropped" in str(w.message)} == {__file__}
     np.testing.assert_array_equal(x_bad, before)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        NPE(layout="nflows")
+    with pytest.raises(ValueError, match="needs density_estimator='nsf'"):
+        NPE(layout="sbi", density_estimator="maf")
+    with pytest.raises(ValueError, match="theta_dim >= 2"):
+        NPE(**(SMALL | dict(layout="sbi"))).fit(jax.random.key(0), theta[:, :1], x)
     for name, bad in (("learning_rate", float("inf")), ("learning_rate", -1e-3), ("weight_decay", float("inf"))):
         with pytest.raises(ValueError, match=f"{name} must be a"):
             NPE(**(SMALL | {name: bad}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -12,6 +13,7 @@ from jaxtyping import PRNGKeyArray
 
 from jaxhep.bijections.base import AbstractBijection, _check_condition, _check_dims
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer, make_transformer, zero_init
+from jaxhep.checks import check_positive_int
 from jaxhep.nn import ResidualMLP
 
 
@@ -36,6 +38,14 @@ class Coupling(AbstractBijection):
         num_bins, bound: spline settings.
         slots: transformer slots, from the number of True entries of `mask` (the default) up to
             `dim`.
+        layout: "jaxhep" (the default: a `ResidualMLP` of style "jaxhep" whose output layer
+            starts at zero, so the layer starts as the identity; splines in distrax's
+            parameterisation) or "nflows", the coupling layer of PyTorch sbi's NSF (nflows'
+            `PiecewiseRationalQuadraticCouplingTransform` with a `ResidualNet`): a conditioner of
+            style "nflows" with the default initialisation of every layer (the input layer's as
+            for the untransformed dimensions and the condition only, the inputs nflows gives
+            it), and splines in nflows' parameterisation with the logits scaled by
+            1/sqrt(width). Spline transformer only.
         key: PRNG key (keyword-only).
     """
 
@@ -50,7 +60,7 @@ class Coupling(AbstractBijection):
 
     def __init__(self, dim: int, mask, cond_dim: int = 0, transformer: str = "spline", width: int = 50,
                  num_blocks: int = 2, activation: str | Callable = "relu", num_bins: int = 10,
-                 bound: float = 3.0, slots: int | None = None, *, key: PRNGKeyArray):
+                 bound: float = 3.0, slots: int | None = None, layout: str = "jaxhep", *, key: PRNGKeyArray):
         _check_dims(dim, cond_dim)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (dim,) or not mask.any():
@@ -68,10 +78,29 @@ class Coupling(AbstractBijection):
         spare = self.slots - len(transformed)
         self.index = jax.device_put(np.concatenate([transformed, passed[:spare]]).astype(np.int32))
         self.valid = jax.device_put(np.arange(self.slots) < len(transformed))
-        self.transformer = make_transformer(transformer, num_bins, bound)
-        net = ResidualMLP(dim, self.slots * self.transformer.num_params, width, num_blocks, context_size=cond_dim,
-                          activation=activation, key=key)
-        self.conditioner = eqx.tree_at(lambda n: n.final, net, zero_init(net.final))
+        if layout not in COUPLING_LAYOUTS:
+            raise ValueError(f"layout must be one of {COUPLING_LAYOUTS}, got {layout!r}")
+        if layout == "nflows":
+            if transformer != "spline":
+                raise ValueError("layout='nflows' is nflows' spline coupling layer: transformer must be 'spline'")
+            check_positive_int("width", width)
+            self.transformer = make_transformer("spline", num_bins, bound, style="nflows",
+                                                logit_scale=math.sqrt(width))
+            net = ResidualMLP(dim, self.slots * self.transformer.num_params, width, num_blocks,
+                              context_size=cond_dim, activation=activation, style="nflows", key=key)
+            # The input layer is drawn for `dim + cond_dim` inputs, of which the transformed
+            # dimensions are always zero; nflows draws it for the others only: the limits of
+            # the uniform initialisation scale by sqrt(fan-in ratio).
+            ratio = math.sqrt(max(dim, 1) + cond_dim) / math.sqrt(max(len(passed), 1) + cond_dim)
+            # On the host (an eager jnp product would compile a small program per shape).
+            scaled = [jax.device_put((np.asarray(a) * ratio).astype(np.asarray(a).dtype))
+                      for a in (net.initial.weight, net.initial.bias)]
+            self.conditioner = eqx.tree_at(lambda n: (n.initial.weight, n.initial.bias), net, tuple(scaled))
+        else:
+            self.transformer = make_transformer(transformer, num_bins, bound)
+            net = ResidualMLP(dim, self.slots * self.transformer.num_params, width, num_blocks,
+                              context_size=cond_dim, activation=activation, key=key)
+            self.conditioner = eqx.tree_at(lambda n: n.final, net, zero_init(net.final))
 
     def _apply(self, x, condition, inverse: bool):
         _check_condition(condition, self.cond_dim, "Coupling")
@@ -88,6 +117,9 @@ class Coupling(AbstractBijection):
 
     def inverse_and_log_det(self, y, condition=None):
         return self._apply(y, condition, inverse=True)
+
+
+COUPLING_LAYOUTS = ("jaxhep", "nflows")
 
 
 def alternating_mask(dim: int, even: bool) -> np.ndarray:

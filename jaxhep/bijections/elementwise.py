@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhep.bijections.rqs import rqs_forward, rqs_inverse
+from jaxhep.bijections.rqs import num_spline_params, rqs_forward, rqs_inverse
 from jaxhep.checks import check_positive_finite, check_positive_int
 
 
@@ -44,25 +44,34 @@ class AffineTransformer(eqx.Module):
 class SplineTransformer(eqx.Module):
     """Monotone rational-quadratic spline on [-bound, bound], identity outside (linear tails).
 
-    Raw parameters: 3 * num_bins + 1 per dimension, in distrax's `RationalQuadraticSpline`
-    parameterisation. `backend='jaxhep'` (default) uses the batched implementation in
-    `jaxhep.bijections.rqs`, which compiles faster; `backend='distrax'` builds distrax's
-    bijector inside each call. Both give the same map.
+    Raw parameters: with `style='distrax'` (default), 3 * num_bins + 1 per dimension, in distrax's
+    `RationalQuadraticSpline` parameterisation; with `style='nflows'`, 3 * num_bins - 1, in that
+    of nflows (PyTorch sbi's NSF), whose width and height logits are divided by `logit_scale`
+    (see `jaxhep.bijections.rqs`). `backend='jaxhep'` (default) uses the batched implementation
+    in `jaxhep.bijections.rqs`, which compiles faster; `backend='distrax'` builds distrax's
+    bijector inside each call (distrax style only). Both give the same map.
     """
 
     num_bins: int = eqx.field(static=True, default=10)
     bound: float = eqx.field(static=True, default=3.0)
     backend: str = eqx.field(static=True, default="jaxhep")
+    style: str = eqx.field(static=True, default="distrax")
+    logit_scale: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
         check_positive_int("num_bins", self.num_bins)
         check_positive_finite("bound", self.bound)
+        check_positive_finite("logit_scale", self.logit_scale)
         if self.backend not in ("jaxhep", "distrax"):
             raise ValueError(f"backend must be 'jaxhep' or 'distrax', got {self.backend!r}")
+        num_spline_params(self.num_bins, self.style)  # checks the style
+        if self.backend == "distrax" and (self.style != "distrax" or self.logit_scale != 1.0):
+            raise ValueError("backend='distrax' computes distrax's parameterisation only (style='distrax', "
+                             "logit_scale=1)")
 
     @property
     def num_params(self) -> int:
-        return 3 * self.num_bins + 1
+        return num_spline_params(self.num_bins, self.style)
 
     def _spline(self, params):
         return distrax.RationalQuadraticSpline(
@@ -71,16 +80,18 @@ class SplineTransformer(eqx.Module):
     def forward(self, x, params):
         if self.backend == "distrax":
             return self._spline(params).forward_and_log_det(x)
-        return rqs_forward(x, params, self.bound)
+        return rqs_forward(x, params, self.bound, self.style, self.logit_scale)
 
     def inverse(self, y, params):
         if self.backend == "distrax":
             return self._spline(params).inverse_and_log_det(y)
-        return rqs_inverse(y, params, self.bound)
+        return rqs_inverse(y, params, self.bound, self.style, self.logit_scale)
 
 
-def make_transformer(kind: str, num_bins: int = 10, bound: float = 3.0):
-    """Build a transformer by name ('affine' or 'spline').
+def make_transformer(kind: str, num_bins: int = 10, bound: float = 3.0, style: str = "distrax",
+                     logit_scale: float = 1.0):
+    """Build a transformer by name ('affine' or 'spline'; `style` and `logit_scale` as in
+    `SplineTransformer`).
 
     Raises:
         ValueError: for another name.
@@ -89,7 +100,7 @@ def make_transformer(kind: str, num_bins: int = 10, bound: float = 3.0):
         return AffineTransformer()
     if kind == "spline":
         check_positive_finite("bound", bound)
-        return SplineTransformer(num_bins=num_bins, bound=float(bound))
+        return SplineTransformer(num_bins=num_bins, bound=float(bound), style=style, logit_scale=float(logit_scale))
     raise ValueError(f"unknown transformer {kind!r}; expected 'affine' or 'spline'")
 
 

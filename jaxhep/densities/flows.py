@@ -15,6 +15,7 @@ from jaxhep.densities.base import AbstractConditionalDensity
 from jaxhep.nn.init import numpy_rng
 
 _LOG_2PI = float(np.log(2 * np.pi))
+NSF_LAYOUTS = ("jaxhep", "sbi")
 
 
 def standard_normal_log_prob(z: Float[Array, " d"]) -> Float[Array, ""]:
@@ -62,11 +63,9 @@ class Flow(AbstractConditionalDensity):
 
 def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features: int = 50, num_bins: int = 10,
         num_blocks: int = 2, tail_bound: float = 3.0, autoregressive: bool = False, activation: str = "relu",
-        key: PRNGKeyArray) -> Flow:
+        layout: str = "jaxhep", key: PRNGKeyArray) -> Flow:
     """Neural spline flow (Durkan et al. 2019): rational-quadratic spline coupling layers, each
-    followed by an LU-parameterised linear map (the layout of sbi's default NSF: the same sizes
-    and the same number of trained parameters; the conditioners' insides differ, see
-    `jaxhep.nn.ResidualMLP`), or spline
+    followed by an LU-parameterised linear map (the layout of sbi's default NSF), or spline
     autoregressive layers with reversing permutations when `autoregressive` is True.
 
     Arguments:
@@ -78,12 +77,27 @@ def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
         tail_bound: spline interval half-width; linear (identity) tails outside.
         autoregressive: use MADE spline layers instead of coupling.
         activation: hidden activation.
+        layout: "jaxhep" (the default) or "sbi". With "sbi" the network is the one PyTorch sbi
+            builds for `posterior_nn("nsf")` (nflows' spline coupling layers, see
+            `jaxhep.bijections.Coupling`'s layout "nflows", each followed by an LU linear map):
+            the same function of the same trained parameters, so that a comparison with sbi
+            compares like with like (experiments/benchmarks/check_sbi_layout.py copies an sbi
+            network's weights into it and compares log-densities). Coupling layers and
+            theta_dim >= 2 only (for one parameter, sbi builds another conditioner). The
+            default layout differs inside the conditioners (see `jaxhep.nn.ResidualMLP`) and
+            starts every coupling layer at the identity; it has the same size.
         key: PRNG key (keyword-only).
 
     Returns:
         A `Flow`.
     """
     _check_flow_args(theta_dim, x_dim, num_transforms)
+    if layout not in NSF_LAYOUTS:
+        raise ValueError(f"layout must be one of {NSF_LAYOUTS}, got {layout!r}")
+    if layout == "sbi" and (autoregressive or theta_dim < 2):
+        raise ValueError("layout='sbi' is sbi's spline coupling flow, built for theta_dim >= 2 (sbi uses another "
+                         f"conditioner for one parameter); got theta_dim={theta_dim}, "
+                         f"autoregressive={autoregressive}")
     # One host generator per layer (see jaxhep.nn.init: no compilation while building).
     keys = numpy_rng(key).spawn(num_transforms)
     # Every coupling layer gets as many transformer slots as the larger half of the
@@ -98,7 +112,8 @@ def nsf(theta_dim: int, x_dim: int, *, num_transforms: int = 5, hidden_features:
                 layers.append(Permutation(np.arange(theta_dim)[::-1]))
         else:
             layers.append(Coupling(theta_dim, alternating_mask(theta_dim, even=i % 2 == 0), x_dim, "spline",
-                                   hidden_features, num_blocks, activation, num_bins, tail_bound, slots, key=k))
+                                   hidden_features, num_blocks, activation, num_bins, tail_bound, slots,
+                                   layout="nflows" if layout == "sbi" else "jaxhep", key=k))
             if theta_dim > 1:
                 layers.append(LULinear(theta_dim))
     return Flow(_stack(layers, 2 if theta_dim > 1 else 1), theta_dim, x_dim)

@@ -7,10 +7,13 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_int_at_least
 from jaxhep.nn.init import linear, numpy_rng
+
+RESIDUAL_STYLES = ("jaxhep", "nflows")
 
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
@@ -88,14 +91,17 @@ class _ResidualBlock(eqx.Module):
     first: eqx.nn.Linear
     second: eqx.nn.Linear
     context: eqx.nn.Linear | None
+    gate: bool = eqx.field(static=True, default=False)
 
     def __call__(self, h, ctx, activation):
         t = activation(h)
         t = self.first(t)
-        if self.context is not None:
+        if self.context is not None and not self.gate:
             t = t + self.context(ctx)
         t = activation(t)
         t = self.second(t)
+        if self.context is not None and self.gate:
+            t = t * jax.nn.sigmoid(self.context(ctx))  # a GLU with the context as the gate
         return h + t
 
 
@@ -103,10 +109,14 @@ class ResidualMLP(eqx.Module):
     """Residual network: a linear input layer, residual blocks of two linear layers, a linear output.
 
     The context vector, when given, enters the input layer and, through a linear map of its
-    own, is added after the first layer of every block, so that every block is conditioned
-    rather than only the first layer. (nflows' ResidualNet, behind sbi's NSF, conditions every
-    block too, but gates the block's output by a sigmoid of the context's map instead of adding
-    it, and has no activation before the output layer.)
+    own, every block, so that every block is conditioned rather than only the first layer.
+
+    Two layouts. "jaxhep" (the default): each block adds the context's map after its first
+    layer, and the activation is applied before the output layer. "nflows": nflows'
+    `ResidualNet`, the conditioner of PyTorch sbi's NSF: each block's output is gated by a
+    sigmoid of the context's map (a GLU), there is no activation before the output layer, and
+    each block's second layer starts with weights and biases uniform on +-1e-3 (in "jaxhep",
+    only its weights are that small).
 
     Arguments:
         in_size: input dimension.
@@ -116,6 +126,7 @@ class ResidualMLP(eqx.Module):
         context_size: size of an optional context vector (0 for none).
         activation: name or callable.
         final_zero: initialise the output layer to zero.
+        style: "jaxhep" or "nflows" (see above).
         key: PRNG key (keyword-only).
     """
 
@@ -124,12 +135,16 @@ class ResidualMLP(eqx.Module):
     final: eqx.nn.Linear
     activation: Callable[[Array], Array] = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
+    style: str = eqx.field(static=True)
 
     def __init__(self, in_size: int, out_size: int, width: int = 64, num_blocks: int = 2,
                  context_size: int = 0, activation: str | Callable = "relu", final_zero: bool = False,
-                 *, key: PRNGKeyArray):
+                 style: str = "jaxhep", *, key: PRNGKeyArray):
         _check_sizes(in_size, out_size, width, num_blocks)
         check_int_at_least("context_size", context_size, 0)
+        if style not in RESIDUAL_STYLES:
+            raise ValueError(f"style must be one of {RESIDUAL_STYLES}, got {style!r}")
+        nflows = style == "nflows"
         context_size = int(context_size)
         rng = numpy_rng(key)
         self.initial = linear(max(in_size, 1) + context_size, width, rng)
@@ -138,12 +153,16 @@ class ResidualMLP(eqx.Module):
             first = linear(width, width, rng)
             # Small last-layer init keeps each block close to the identity at the start.
             second = linear(width, width, rng, weight_scale=1e-3)
+            if nflows:
+                second = eqx.tree_at(lambda l: l.bias, second,
+                                     jax.device_put(rng.uniform(-1e-3, 1e-3, (width,)).astype(np.float32)))
             ctx = linear(context_size, width, rng) if context_size > 0 else None
-            blocks.append(_ResidualBlock(first, second, ctx))
+            blocks.append(_ResidualBlock(first, second, ctx, gate=nflows))
         self.blocks = tuple(blocks)
         self.final = linear(width, out_size, rng, zero=final_zero)
         self.activation = get_activation(activation)
         self.context_size = context_size
+        self.style = style
 
     def __call__(self, x: Float[Array, " in_size"], context: Float[Array, " c"] | None = None) -> Float[Array, " out_size"]:
         if x.shape[-1] == 0:
@@ -159,4 +178,4 @@ class ResidualMLP(eqx.Module):
             h = self.initial(x)
         for block in self.blocks:
             h = block(h, context, self.activation)
-        return self.final(self.activation(h))
+        return self.final(h if self.style == "nflows" else self.activation(h))
