@@ -73,7 +73,7 @@ def jaxhep_cost(theta, x, repeats: int) -> dict:
 
     from jaxhep.densities.flows import nsf
 
-    model = nsf(theta.shape[1], x.shape[1], num_transforms=5, hidden_features=50, key=jax.random.key(0))
+    model = nsf(theta.shape[1], x.shape[1], num_transforms=5, hidden_features=50, layout="sbi", key=jax.random.key(0))
     params, static = eqx.partition(model, eqx.is_inexact_array)
     th, xx = jnp.asarray(theta), jnp.asarray(x)
     opt = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(5e-4))

@@ -1,8 +1,8 @@
 """jaxhep NPE against PyTorch `sbi` NPE on the same simulations, in one process; writes JSON.
 
 For each task the simulations are drawn once with jaxhep and handed to both libraries. Each
-library trains a neural spline flow of the same layout and size with the same training settings
-(the conditioners' insides differ; see README.md in this folder), then
+library trains the same neural spline flow (jaxhep's `layout="sbi"`, the network sbi builds)
+with the same training settings, then
 draws 10^4 posterior samples for each of the task's observations 1..N; both sets of samples are
 compared with the task's reference posterior by the same C2ST (`jaxhep.diagnostics.c2st`, same
 key for both). Reported per library: training wall time (compilation included for jaxhep;
@@ -51,9 +51,12 @@ DEFAULT_OUT = HERE / "out"
 # a bounded prior's support: jaxhep's support="truncate" (until 2026-11-30 this benchmark used
 # jaxhep's default "transform", training in the image of a logit map of the prior's box). sbi's NSF
 # conditioners use relu and its splines a tail bound of 3 (jaxhep's NPE defaults: tanh and 5).
+# layout="sbi" (from 2026-12-01) builds sbi's network itself (nflows' conditioners, spline
+# parameterisation and initialisation; check_sbi_layout.py verifies it with sbi's weights);
+# before, jaxhep trained its own layout of the same size.
 SBI_SETTINGS = dict(density_estimator="nsf", num_transforms=5, hidden_features=50, batch_size=200,
                     learning_rate=5e-4, validation_fraction=0.1, patience=20, ema_decay=None, support="truncate",
-                    activation="relu", tail_bound=3.0)
+                    activation="relu", tail_bound=3.0, layout="sbi")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
