@@ -108,6 +108,20 @@ def test_observations_are_deterministic_and_inputs_unmodified():
     np.testing.assert_array_equal(theta, 1.0)
 
 
+def test_observations_do_not_change_under_x64(x64):
+    # Drawn in float64, every task's observations were other numbers (two_moons' first
+    # (-0.089, 0.330) instead of (-0.450, -0.071)), and so were their reference posteriors.
+    for name in simulators.TASKS:
+        task = simulators.get_task(name)
+        i = 1 if name != "slcp_distractors" else 2
+        theta64, x64_obs = task.get_observation(i)
+        with jax.enable_x64(False):
+            theta32, x32 = task.get_observation(i)
+        assert x64_obs.dtype == np.float32 and theta64.dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(x64_obs), np.asarray(x32), err_msg=name)
+        np.testing.assert_array_equal(np.asarray(theta64), np.asarray(theta32), err_msg=name)
+
+
 # ---------------------------------------------------------------- Gaussian tasks
 
 

@@ -227,7 +227,8 @@ class AbstractTask(eqx.Module):
 
         Unlike sbibm, which loads its observations from files, theta_true is drawn from the
         prior and x_obs from the simulator with the fixed key `jax.random.key(1_000_000 + i)`,
-        so the observations are deterministic but differ from sbibm's numbers.
+        so the observations are deterministic but differ from sbibm's numbers. They are drawn
+        in float32 whether or not x64 is enabled (JAX's samplers give other numbers in float64).
 
         Arguments:
             i: observation number, 1..num_observations.
@@ -238,7 +239,9 @@ class AbstractTask(eqx.Module):
         Raises:
             ValueError: for an index outside 1..num_observations.
         """
-        return _observation(self, self._observation_key(i))
+        key = self._observation_key(i)
+        with jax.enable_x64(False):
+            return _observation(self, key)
 
 
 def rejection_sample(key: PRNGKeyArray, propose, accept, args, num_samples: int, dim: int, *, max_rounds: int = 1000):

@@ -290,7 +290,8 @@ class SLCPDistractors(AbstractTask):
         """
         key = jax.random.fold_in(self._observation_key(i), 92)
         theta, x8 = SLCP().get_observation(i)
-        return theta, _distracted_observation(self, key, x8)
+        with jax.enable_x64(False):  # as in `AbstractTask.get_observation`
+            return theta, _distracted_observation(self, key, x8)
 
     def reference_posterior(
         self,
