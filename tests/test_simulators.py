@@ -41,6 +41,8 @@ def test_task_names_and_unknown_name():
     with pytest.raises(ValueError, match="two_moons") as err:
         simulators.get_task("three_moons")
     assert "three_moons" in str(err.value)
+    with pytest.raises(ValueError, match="unknown task"):
+        simulators.get_task(["two_moons"])  # was a TypeError: unhashable type
 
 
 @pytest.mark.parametrize("name", sorted(DIMS))
@@ -109,14 +111,15 @@ def test_observations_are_deterministic_and_inputs_unmodified():
 
 
 def test_observations_do_not_change_under_x64(x64):
-    # Drawn in float64, every task's observations were other numbers (two_moons' first
+    # Drawn in float64, jaxhep's own observations were other numbers (two_moons' first
     # (-0.089, 0.330) instead of (-0.450, -0.071)), and so were their reference posteriors.
     for name in simulators.TASKS:
         task = simulators.get_task(name)
         i = 1 if name != "slcp_distractors" else 2
-        theta64, x64_obs = task.get_observation(i)
+        theta64, x64_obs = task.get_observation(i, "jaxhep")
+        assert task.get_observation(i)[1].dtype == np.float32  # sbibm's, under x64 too
         with jax.enable_x64(False):
-            theta32, x32 = task.get_observation(i)
+            theta32, x32 = task.get_observation(i, "jaxhep")
         assert x64_obs.dtype == np.float32 and theta64.dtype == np.float32
         np.testing.assert_array_equal(np.asarray(x64_obs), np.asarray(x32), err_msg=name)
         np.testing.assert_array_equal(np.asarray(theta64), np.asarray(theta32), err_msg=name)
@@ -472,3 +475,37 @@ def test_bernoulli_glm_nuts_matches_importance_sampling():
     se = is_sd * np.sqrt(1 / ess_is + 4 / n)
     np.testing.assert_array_less(np.abs(s.mean(0) - is_mean), 5 * se)
     np.testing.assert_allclose(s.std(0), is_sd, rtol=0.1)
+
+
+def test_sbibm_observations_are_consistent_across_tasks():
+    """The default observations are sbibm's stored values. The tasks sbibm derives from others
+    agree with them exactly as sbibm's files do: slcp_distractors' informative entries are
+    slcp's observation, bernoulli_glm's statistics are those of bernoulli_glm_raw's spike train,
+    and the true parameters are shared."""
+    slcp, distracted = simulators.get_task("slcp"), simulators.get_task("slcp_distractors")
+    glm, raw = simulators.get_task("bernoulli_glm"), simulators.get_task("bernoulli_glm_raw")
+    tm = simulators.get_task("two_moons")
+    # Spot values from sbibm's files (two_moons/files/num_observation_1/*.csv).
+    np.testing.assert_array_equal(tm.get_observation(1)[0], np.float32([-0.8176656, -0.5756806]))
+    np.testing.assert_array_equal(tm.get_observation(1, "sbibm")[1], np.float32([-0.6396706, 0.16234657]))
+    for i in range(1, 11):
+        t8, x8 = slcp.get_observation(i)
+        t100, x100 = distracted.get_observation(i)
+        np.testing.assert_array_equal(np.asarray(t100), np.asarray(t8))
+        np.testing.assert_array_equal(np.asarray(distracted.informative(x100)), np.asarray(x8))
+        tg, xg = glm.get_observation(i)
+        tr, xr = raw.get_observation(i)
+        np.testing.assert_array_equal(np.asarray(tr), np.asarray(tg))
+        assert set(np.unique(np.asarray(xr)).tolist()) <= {0.0, 1.0}
+        np.testing.assert_allclose(np.asarray(raw.sufficient_statistics(xr)), np.asarray(xg), rtol=5e-6, atol=1e-5)
+    for name in simulators.TASKS:
+        task = simulators.get_task(name)
+        theta, x = task.get_observation(10)
+        assert theta.shape == (task.theta_dim,) and x.shape == (task.x_dim,)
+        assert np.isfinite(float(task.prior.log_prob(theta))) and np.isfinite(float(task.log_likelihood(theta, x)))
+        # jaxhep's own draws are another set, still available.
+        assert not np.array_equal(np.asarray(task.get_observation(10, "jaxhep")[1]), np.asarray(x))
+    with pytest.raises(ValueError, match="source must be one of"):
+        tm.get_observation(1, "sbi")
+    with pytest.raises(ValueError, match="observation index"):
+        tm.get_observation(11, "sbibm")

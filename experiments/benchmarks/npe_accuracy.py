@@ -69,6 +69,9 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=None, help="override NPE's default")
     p.add_argument("--num-transforms", type=int, default=None, help="override NPE's default")
     p.add_argument("--hidden-features", type=int, default=None, help="override NPE's default")
+    p.add_argument("--observation-source", choices=["sbibm", "jaxhep"], default="sbibm",
+                   help="sbibm's stored observations (default since 2026-12-01) or jaxhep's own draws (results "
+                        "recorded before)")
     args = p.parse_args()
     overrides = npe_settings(p, args)
     overrides.update({k: v for k, v in (("learning_rate", args.learning_rate), ("num_transforms", args.num_transforms),
@@ -79,7 +82,7 @@ def main() -> None:
         post, train_s = fit_npe(task, args.seed, args.simulations, overrides)
         scores = []
         for i in range(1, args.observations + 1):
-            _, x_obs = task.get_observation(i)
+            _, x_obs = task.get_observation(i, args.observation_source)
             s = post.sample(jax.random.key(10 + i), x_obs, (args.num_samples,))
             r = task.reference_posterior(jax.random.key(20 + i), x_obs, args.num_samples)
             scores.append(float(c2st(jax.random.key(3), np.asarray(s), np.asarray(r))))

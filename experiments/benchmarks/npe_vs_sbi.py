@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--simulations", type=int, default=10_000, help="training simulations per task")
     p.add_argument("--observations", type=int, default=10,
                    help="C2ST is averaged over observations 1..N (default 10)")
+    p.add_argument("--observation-source", choices=["sbibm", "jaxhep"], default="sbibm",
+                   help="sbibm's stored observations (default since 2026-12-01) or jaxhep's own draws (the results "
+                        "recorded before)")
     p.add_argument("--num-samples", type=int, default=10_000,
                    help="posterior and reference samples per observation (default 10^4)")
     p.add_argument("--seed", type=int, default=0)
@@ -314,7 +317,7 @@ def main(argv=None) -> dict:
         theta, x = task.simulate(k_sim, args.simulations)
         theta, x = np.asarray(theta), np.asarray(x)
         simulation_s = time.perf_counter() - start
-        observations = [np.asarray(task.get_observation(i)[1]) for i in range(1, n_obs + 1)]
+        observations = [np.asarray(task.get_observation(i, args.observation_source)[1]) for i in range(1, n_obs + 1)]
         start = time.perf_counter()
         references = [np.asarray(task.reference_posterior(k, xo, args.num_samples))
                       for k, xo in zip(jax.random.split(k_ref, n_obs), observations)]

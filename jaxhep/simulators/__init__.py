@@ -9,7 +9,8 @@
 Every task has `name`, `theta_dim`, `x_dim`, `prior` (numpyro, event shape (theta_dim,)),
 `simulator(key, theta)`, `simulate(key, n)`, `log_likelihood(theta, x)`,
 `num_observations`, `get_observation(i)` and `reference_posterior(key, x_obs, num_samples)`.
-Observations are our own fixed-seed draws, not sbibm's stored files (see `AbstractTask.get_observation`).
+Observations are sbibm's own, from its data files (`get_observation(i)`; jaxhep's earlier
+fixed-seed draws with `get_observation(i, "jaxhep")`).
 """
 
 from .base import AbstractTask, rejection_sample
@@ -47,7 +48,7 @@ def get_task(name: str) -> AbstractTask:
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    if name not in _TASK_CLASSES:
+    if not isinstance(name, str) or name not in _TASK_CLASSES:
         raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(TASKS)}")
     return _TASK_CLASSES[name]()
 

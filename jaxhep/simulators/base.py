@@ -15,14 +15,17 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
 
-# Observation i (1-based) of every task is drawn with key `jax.random.key(_OBSERVATION_SEED + i)`.
-# sbibm ships its observations as files made with PyTorch's RNG, which we cannot reproduce;
-# our observations are therefore fresh draws from the same prior and simulator.
-# The keys do not depend on the task, so observations of different tasks are not independent of
-# each other (gaussian_mixture's theta_true is 10 times two_moons', gaussian_linear and
+# Observations. By default a task's observation i is sbibm's own (`sbibm_observations.py`, copied
+# from the benchmark's files), so that results compare with sbibm's tables; sbibm chose them by
+# hand in places (slcp skips seeds that give "extremely spiked posteriors"). Until 2026-12-01
+# jaxhep had only its own draws, `source="jaxhep"`: observation i drawn with key
+# `jax.random.key(_OBSERVATION_SEED + i)` from the same prior and simulator. Those keys do not
+# depend on the task, so observations of different tasks are not independent of each other
+# (gaussian_mixture's theta_true is 10 times two_moons', gaussian_linear and
 # gaussian_linear_uniform share their noise); the ten of one task are independent draws, which is
-# what a task's mean C2ST needs. Kept as it is so that every recorded result stays comparable.
+# what a task's mean C2ST needs. They are kept so that results recorded on them can be rerun.
 _OBSERVATION_SEED = 1_000_000
+OBSERVATION_SOURCES = ("sbibm", "jaxhep")
 
 
 def check_theta(theta: Array, theta_dim: int, *, allow_batch: bool = True) -> Array:
@@ -222,24 +225,44 @@ class AbstractTask(eqx.Module):
             )
         return jax.random.key(_OBSERVATION_SEED + int(i))
 
-    def get_observation(self, i: int) -> tuple[Float[Array, " d"], Float[Array, " m"]]:
+    def get_observation(self, i: int, source: str | None = None) -> tuple[Float[Array, " d"], Float[Array, " m"]]:
         """The i-th fixed observation: a true parameter and data simulated from it.
-
-        Unlike sbibm, which loads its observations from files, theta_true is drawn from the
-        prior and x_obs from the simulator with the fixed key `jax.random.key(1_000_000 + i)`,
-        so the observations are deterministic but differ from sbibm's numbers. They are drawn
-        in float32 whether or not x64 is enabled (JAX's samplers give other numbers in float64).
 
         Arguments:
             i: observation number, 1..num_observations.
+            source: "sbibm" (the default for the sbibm tasks): sbibm's own observation i, the
+                values of its data files (`jaxhep.simulators.sbibm_observations`), so that results
+                compare with sbibm's published tables. "jaxhep" (the default for a task sbibm
+                does not have): jaxhep's own draws, theta_true from the prior and x_obs from the
+                simulator with the fixed key `jax.random.key(1_000_000 + i)`, the observations
+                of every result recorded before 2026-12-01; they are drawn in float32 whether or
+                not x64 is enabled (JAX's samplers give other numbers in float64).
 
         Returns:
             `(theta_true, x_obs)` of shapes (theta_dim,) and (x_dim,), float32.
 
         Raises:
-            ValueError: for an index outside 1..num_observations.
+            ValueError: for an index outside 1..num_observations, an unknown source, or
+                source="sbibm" for a task sbibm does not have.
         """
+        from jaxhep.simulators.sbibm_observations import OBSERVATIONS
+
         key = self._observation_key(i)
+        if source is None:
+            source = "sbibm" if self.name in OBSERVATIONS else "jaxhep"
+        if source not in OBSERVATION_SOURCES:
+            raise ValueError(f"source must be one of {OBSERVATION_SOURCES} or None, got {source!r}")
+        if source == "jaxhep":
+            return self._own_observation(i, key)
+        if self.name not in OBSERVATIONS:
+            raise ValueError(f"sbibm has no observations of a task named {self.name!r}; use source='jaxhep'")
+        rows = OBSERVATIONS[self.name][int(i) - 1]
+        # float32 values written with enough digits to come back exactly (they were float32 in sbibm).
+        theta, x = (np.array(row.split(","), dtype=np.float64).astype(np.float32) for row in rows)
+        return jax.device_put(theta), jax.device_put(x)
+
+    def _own_observation(self, i: int, key: PRNGKeyArray) -> tuple[Float[Array, " d"], Float[Array, " m"]]:
+        """jaxhep's observation i (source="jaxhep"), drawn with `key`."""
         with jax.enable_x64(False):
             return _observation(self, key)
 

@@ -275,23 +275,13 @@ class SLCPDistractors(AbstractTask):
         x = x[self.inverse_permutation]
         return _slcp_log_likelihood_one(theta, x[:8]) + self.distractor_log_prob(x[8:])
 
-    def get_observation(self, i: int) -> tuple[Float[Array, " d"], Float[Array, " m"]]:
-        """The i-th observation: slcp's observation i with distractors drawn by a fixed key.
-
-        Arguments:
-            i: observation number, 1..10.
-
-        Returns:
-            `(theta_true, x_obs)` of shapes (5,) and (100,); `informative(x_obs)` equals
-            slcp's `get_observation(i)[1]`.
-
-        Raises:
-            ValueError: for an index outside 1..10.
-        """
-        key = jax.random.fold_in(self._observation_key(i), 92)
-        theta, x8 = SLCP().get_observation(i)
-        with jax.enable_x64(False):  # as in `AbstractTask.get_observation`
-            return theta, _distracted_observation(self, key, x8)
+    def _own_observation(self, i: int, key) -> tuple[Float[Array, " d"], Float[Array, " m"]]:
+        """jaxhep's observation i: slcp's (source="jaxhep") with distractors drawn by a fixed key,
+        so that `informative(x_obs)` equals slcp's `get_observation(i, "jaxhep")[1]` (with
+        source="sbibm", sbibm's stored observation, whose informative part is slcp's too)."""
+        theta, x8 = SLCP().get_observation(i, "jaxhep")
+        with jax.enable_x64(False):  # as in `AbstractTask._own_observation`
+            return theta, _distracted_observation(self, jax.random.fold_in(key, 92), x8)
 
     def reference_posterior(
         self,
