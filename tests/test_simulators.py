@@ -43,6 +43,8 @@ def test_task_names_and_unknown_name():
     assert "three_moons" in str(err.value)
     with pytest.raises(ValueError, match="unknown task"):
         simulators.get_task(["two_moons"])  # was a TypeError: unhashable type
+    with pytest.raises(ValueError, match=r"theta \(5, 2\) and x \(3, 2\) do not broadcast"):
+        simulators.get_task("two_moons").log_likelihood(np.zeros((5, 2)), np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("name", sorted(DIMS))

@@ -200,11 +200,15 @@ class AbstractTask(eqx.Module):
             Log-likelihoods with the broadcast leading shape.
 
         Raises:
-            ValueError: for wrong trailing dimensions.
+            ValueError: for wrong trailing dimensions or leading axes that do not broadcast.
         """
         theta = check_theta(theta, self.theta_dim)
         x = check_x(x, self.x_dim)
-        batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
+        try:
+            batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
+        except ValueError:
+            raise ValueError(f"the leading axes of theta {tuple(theta.shape)} and x {tuple(x.shape)} do not broadcast: "
+                             "give one x for many theta, one theta for many x, or the same number of each") from None
         theta = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
         x = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
         return _batched_log_likelihood(self, theta, x).reshape(batch)
