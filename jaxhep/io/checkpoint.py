@@ -25,7 +25,6 @@ import os
 import pickle
 import re
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxhep.checks import warn_caller
 
 FORMAT = "jaxhep.io"
 VERSION = 1
@@ -206,9 +207,9 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
             if "structure" in header and header["structure"] != _structure(like):
                 # Arrays fit, but a setting held outside them (an activation, a bound, a type)
                 # differs, or the file was written by another JAX whose tree format differs.
-                warnings.warn(f"{path} holds a {header.get('type')} whose settings differ from like= (the arrays "
-                              f"match): the loaded object keeps like='s settings. Saved: "
-                              f"{_first_difference(header['structure'], _structure(like))}", stacklevel=2)
+                warn_caller(f"{path} holds a {header.get('type')} whose settings differ from like= (the arrays "
+                            f"match): the loaded object keeps like='s settings. Saved: "
+                            f"{_first_difference(header['structure'], _structure(like))}")
             return filled
         try:
             skeleton = pickle.loads(zf.read(_SKELETON))
@@ -268,9 +269,8 @@ def _fill(like: Any, arrays: list, metas: list[dict], path: Path, histories: lis
             if run is not None:
                 node = dataclasses.replace(node, **run)
             elif len(node.train_loss) != node.epochs:
-                warnings.warn(f"{path} predates the saving of a history's run facts: the loaded history has "
-                              f"{len(node.train_loss)} epochs of losses but like='s epoch count and best epoch",
-                              stacklevel=3)
+                warn_caller(f"{path} predates the saving of a history's run facts: the loaded history has "
+                            f"{len(node.train_loss)} epochs of losses but like='s epoch count and best epoch")
             out.append(node)
         else:
             out.append(take(kp, node, False) if eqx.is_array(node) else node)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,8 @@ import numpy as np
 from numpyro.diagnostics import split_gelman_rubin
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.hmc import hmc
+
+from jaxhep.checks import warn_caller
 
 from .base import check_num
 
@@ -119,9 +120,8 @@ def warn_if_unconverged(r_hat, task_name: str, threshold: float = 1.05):
     """Warn when any split R-hat exceeds `threshold`."""
     worst = float(np.max(r_hat))
     if not np.isfinite(worst) or worst > threshold:
-        warnings.warn(
+        warn_caller(
             f"{task_name} reference posterior: NUTS chains may not have converged "
             f"(max split R-hat {worst:.3f} > {threshold}); increase num_warmup or num_chains",
             RuntimeWarning,
-            stacklevel=3,
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from scipy.special import ive
+
+from jaxhep.checks import warn_caller
 
 
 def free_field_two_point(L: int, m2: float) -> np.ndarray:
@@ -94,8 +95,8 @@ def u1_exact_charge_distribution(beta: float, L: int, q_max: int | None = None) 
     total = np.sum(_character_ratios(beta)[1] ** V) / (2 * np.pi)
     missed = 1.0 - pq.sum() / total
     if missed > 1e-9:
-        warnings.warn(f"charges up to |Q| = {q_max} hold only {1 - missed:.6g} of the probability at beta={beta}, "
-                      f"L={L}; raise q_max (or leave it None)", RuntimeWarning, stacklevel=2)
+        warn_caller(f"charges up to |Q| = {q_max} hold only {1 - missed:.6g} of the probability at beta={beta}, "
+                    f"L={L}; raise q_max (or leave it None)", RuntimeWarning)
     return q, pq / pq.sum()
 
 
