@@ -255,14 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         # A posterior fitted with truncation at the prior's box (NPSE's and FMPE's default) that
         # puts almost no mass inside it cannot be sampled; the library's advice names an option
         # of the Python API, so say what to do here.
-        from jaxhep.densities.standardize import LEAK_PHRASE
+        from jaxhep.densities.standardize import LEAK_PHRASE, MAX_REJECTION_ROUNDS
 
         if LEAK_PHRASE not in str(err):
             raise
         print("jaxhep: error: fewer than the requested posterior samples fell inside the prior's box, even after "
-              "drawing 100 times as many: the trained model puts almost all its mass outside it (typical of a "
-              "briefly trained NPSE/FMPE); train longer (--max-epochs, --simulations) or use --method npe, whose "
-              "samples always lie inside the box", file=sys.stderr)
+              f"drawing {MAX_REJECTION_ROUNDS} times as many: the trained model puts almost all its mass outside "
+              "it (typical of a briefly trained NPSE/FMPE); train longer (--max-epochs, --simulations) or use "
+              "--method npe, whose samples always lie inside the box", file=sys.stderr)
         return 2
 
 

@@ -217,6 +217,12 @@ def _kolmogorov_sf(lam: np.ndarray) -> np.ndarray:
     return np.clip(np.where(lam < 0.2, 1.0, q), 0.0, 1.0)
 
 
+def _ks_pvalue(distance: float, n: int) -> float:
+    """Asymptotic Kolmogorov p-value of a KS distance from n draws, with Stephens' correction."""
+    sq = math.sqrt(n)
+    return float(_kolmogorov_sf(np.array([(sq + 0.12 + 0.11 / sq) * distance]))[0])
+
+
 def sbc_uniformity(
     ranks: Int[ArrayLike, "n d"],
     num_posterior_samples: int,
@@ -279,9 +285,7 @@ def sbc_uniformity(
         for j in range(d):
             ecdf = np.cumsum(np.bincount(ranks[:, j], minlength=L + 1)) / n
             # Both CDFs are step functions on the same support, so the sup is over the support.
-            stat = np.max(np.abs(ecdf - cdf_uniform))
-            sq = math.sqrt(n)
-            pvals.append(float(_kolmogorov_sf(np.array([(sq + 0.12 + 0.11 / sq) * stat]))[0]))
+            pvals.append(_ks_pvalue(np.max(np.abs(ecdf - cdf_uniform)), n))
         return np.asarray(pvals)
     raise ValueError(f"method must be 'chi2' or 'ks', got {method!r}")
 
@@ -478,8 +482,5 @@ def coverage_summary(
     gap = cv[upper] - lv[upper]
     atc = float(np.sum(0.5 * (gap[1:] + gap[:-1]) * np.diff(lv[upper])))
     distance = float(np.max(np.abs(cov - levels)))
-    pvalue = None
-    if num_pairs is not None:
-        sq = math.sqrt(int(num_pairs))
-        pvalue = float(_kolmogorov_sf(np.array([(sq + 0.12 + 0.11 / sq) * distance]))[0])
+    pvalue = None if num_pairs is None else _ks_pvalue(distance, int(num_pairs))
     return {"atc": atc, "ks_statistic": distance, "ks_pvalue": pvalue}

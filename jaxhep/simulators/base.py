@@ -14,6 +14,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxhep.checks import check_positive_int
+from jaxhep.simulators.sbibm_observations import OBSERVATIONS
 
 # Observations. By default a task's observation i is sbibm's own (`sbibm_observations.py`, copied
 # from the benchmark's files), so that results compare with sbibm's tables; sbibm chose them by
@@ -249,8 +250,6 @@ class AbstractTask(eqx.Module):
             ValueError: for an index outside 1..num_observations, an unknown source, or
                 source="sbibm" for a task sbibm does not have.
         """
-        from jaxhep.simulators.sbibm_observations import OBSERVATIONS
-
         key = self._observation_key(i)
         if source is None:
             source = "sbibm" if self.name in OBSERVATIONS else "jaxhep"
