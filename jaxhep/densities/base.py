@@ -44,6 +44,13 @@ def check_finite(x: Array, name: str) -> Array:
 def check_last_dim(a: Array, dim: int, name: str) -> Array:
     """Check that `a` has trailing size `dim` (a vector or a batch of vectors).
 
+    Returns:
+        `a` as a JAX array of JAX's default float dtype (float32, or float64 under
+        `jax_enable_x64`), so that results do not depend on the dtype a user's array happens to
+        have: under x64, a float32 and a float64 copy of the same observation gave different
+        samples for the same key (the draws took the input's dtype), and ODE log-densities of
+        different accuracy.
+
     Raises:
         TypeError: for a tuple of arrays, which would silently become a batch (the usual slip:
             passing `task.get_observation(i)`, a `(theta_true, x_obs)` pair, as x).
@@ -57,7 +64,7 @@ def check_last_dim(a: Array, dim: int, name: str) -> Array:
     a = jnp.asarray(a)
     if a.ndim == 0 or a.shape[-1] != dim:
         raise ValueError(f"{name} must have shape (..., {dim}), got shape {tuple(a.shape)}")
-    return a
+    return a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
 def eval_user_network(net, args: tuple, what: str):
