@@ -473,7 +473,7 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
     terms_fn = filter_jit(lambda p, pts: lb_solver.loss_terms(eqx.combine(p, static), pts)[0])
     value_jit = filter_jit(value_fn)
     new_points = filter_jit(lambda k, p: ordered(residual_points(k, eqx.combine(p, static))))
-    s = opt.init(params)
+    s = _strong(opt.init(params))
     t_start = None
     done, best, best_p = 0, float(value_jit(params, pts)), params
     since_points = 0
@@ -483,7 +483,7 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
             # New points change the objective: restart the memory, and compare losses afresh.
             resample_key, k_new = jax.random.split(resample_key)
             pts = {**pts, "res": new_points(k_new, params)}
-            s, since_points = opt.init(params), 0
+            s, since_points = _strong(opt.init(params)), 0
             best, best_p = float(value_jit(params, pts)), params
         n = min(c.chunk, c.lbfgs_steps - done)
         t_chunk = time.perf_counter()
@@ -507,6 +507,15 @@ def _lbfgs(solver, key, model, weights, record, bar, start, compile_seconds):
         if c.lbfgs_max_seconds is not None and time.perf_counter() - t_start > c.lbfgs_max_seconds:
             break
     return eqx.combine(best_p, static)
+
+
+def _strong(tree):
+    """`tree` with its weakly typed arrays made strongly typed, in the same dtype.
+
+    optax's L-BFGS starts some fields of its state (the line search's info) as weakly typed
+    scalars, which its update returns strongly typed: the second chunk of iterations then
+    traced and compiled `run_chunk` again (about 2 s a solve on the 2-core machine)."""
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=a.dtype) if isinstance(a, jax.Array) else a, tree)
 
 
 def _with_n(cond, n):
