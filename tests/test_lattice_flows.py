@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import perturb
 from jax.flatten_util import ravel_pytree
 
 from jaxhep.theory.lattice import (
@@ -21,31 +22,20 @@ from jaxhep.theory.lattice import (
 )
 
 
-def _perturb(model, key, scale):
-    """Add Gaussian noise to every float parameter so the flow is far from the identity."""
-    leaves, treedef = jax.tree_util.tree_flatten(model)
-    keys = jax.random.split(key, len(leaves))
-    new = [
-        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) if eqx.is_inexact_array(leaf) else leaf
-        for leaf, k in zip(leaves, keys)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, new)
-
-
 @pytest.fixture(scope="module")
 def phi4_flows():
     out = {}
     # the spline is perturbed less: strongly warped splines make float32 inverses ill-conditioned
     for coupling, scale in (("affine", 0.3), ("spline", 0.1)):
         flow = make_phi4_flow(4, 2, coupling, hidden_channels=(4,), n_bins=4, key=jax.random.key(0))
-        out[coupling] = _perturb(flow, jax.random.key(1), scale)
+        out[coupling] = perturb(flow, jax.random.key(1), scale)
     return out
 
 
 @pytest.fixture(scope="module")
 def u1_flow():
     flow = make_u1_flow(4, 4, n_mix=3, hidden_channels=(4,), key=jax.random.key(2))
-    return _perturb(flow, jax.random.key(3), 0.5)
+    return perturb(flow, jax.random.key(3), 0.5)
 
 
 def test_conditioner_is_translation_equivariant_and_matches_conv2d():
@@ -120,7 +110,7 @@ def test_u1_log_prob_gradients_match_finite_differences(x64):
     the links (the flow's score) must still be right. Before the implicit-function derivative,
     autodiff gave -19.3 against -603.5 (parameters) and 8.3 against 146.1 (links) on a flow of
     this size."""
-    flow = _perturb(make_u1_flow(4, 2, n_mix=2, hidden_channels=(4,), key=jax.random.key(0)), jax.random.key(1), 0.5)
+    flow = perturb(make_u1_flow(4, 2, n_mix=2, hidden_channels=(4,), key=jax.random.key(0)), jax.random.key(1), 0.5)
     links = jax.random.uniform(jax.random.key(2), (3, 2, 4, 4), jnp.float64, -math.pi, math.pi)
     params, static = eqx.partition(flow, eqx.is_inexact_array)
     flat, unravel = ravel_pytree(params)
@@ -173,7 +163,7 @@ def test_u1_flow_gauge_equivariance_and_invariant_density(u1_flow):
 @pytest.mark.slow
 def test_flow_density_integrates_to_one():
     # on a 2x2 lattice the density of a strongly non-trivial affine flow integrates to one
-    flow = _perturb(make_phi4_flow(2, 2, "affine", hidden_channels=(3,), key=jax.random.key(8)), jax.random.key(9), 0.5)
+    flow = perturb(make_phi4_flow(2, 2, "affine", hidden_channels=(3,), key=jax.random.key(8)), jax.random.key(9), 0.5)
     # importance sampling with a wide Gaussian: E_g[q / g] = 1
     n, s = 200_000, 2.0
     x = s * jax.random.normal(jax.random.key(10), (n, 2, 2))
@@ -196,3 +186,4 @@ def test_flow_validation():
         flow.log_prob(jnp.zeros((3, 5, 5)))
     with pytest.raises(ValueError, match="at least one layer"):
         LatticeFlow(flow.prior, [])
+
