@@ -20,6 +20,7 @@ gauge-invariant amount, the layer commutes with gauge transformations.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -512,24 +513,40 @@ class LatticeFlow(eqx.Module):
         nd = len(self.shape)
         if tuple(x.shape[x.ndim - nd :]) != self.shape:
             raise ValueError(f"x must end with the configuration shape {self.shape}; got {x.shape}")
-
-        def single(xi):
-            z, ld = self.inverse(xi)
-            return self.prior.log_prob(z) + ld
-
-        flat = x.reshape(-1, *self.shape)
-        return jax.vmap(single)(flat).reshape(x.shape[: x.ndim - nd])
+        return _log_prob_entry(self, x)
 
     def sample_and_log_prob(self, key: PRNGKeyArray, n: int) -> tuple[Float[Array, "n ..."], Float[Array, " n"]]:
         """Draw `n` configurations and their model log densities in one pass."""
-        z = self.prior.sample(key, n)
-        logp = jax.vmap(self.prior.log_prob)(z)
-        x, logdet = jax.vmap(self.forward)(z)
-        return x, logp - logdet
+        # n as a Python int (a numpy or concrete JAX integer too): the entry's static argument.
+        return _sample_and_log_prob_entry(self, key, operator.index(n))
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n ..."]:
         """Draw `n` configurations."""
         return self.sample_and_log_prob(key, n)[0]
+
+
+# The public methods are jit entry points: called from Python they compile once per flow
+# structure and shape (run op by op, every call traced its layer scan anew and compiled it again,
+# about a second each on a CPU); inside a caller's jit, grad or vmap they inline. XLA's default
+# options, as for the lattice samplers (see jaxhep.compilation).
+@eqx.filter_jit
+def _log_prob_entry(flow: LatticeFlow, x):
+    nd = len(flow.shape)
+
+    def single(xi):
+        z, ld = flow.inverse(xi)
+        return flow.prior.log_prob(z) + ld
+
+    flat = x.reshape(-1, *flow.shape)
+    return jax.vmap(single)(flat).reshape(x.shape[: x.ndim - nd])
+
+
+@eqx.filter_jit
+def _sample_and_log_prob_entry(flow: LatticeFlow, key, n: int):
+    z = flow.prior.sample(key, n)
+    logp = jax.vmap(flow.prior.log_prob)(z)
+    x, logdet = jax.vmap(flow.forward)(z)
+    return x, logp - logdet
 
 
 def make_phi4_flow(
