@@ -64,7 +64,8 @@ def check_last_dim(a: Array, dim: int, name: str) -> Array:
     a = jnp.asarray(a)
     if a.ndim == 0 or a.shape[-1] != dim:
         raise ValueError(f"{name} must have shape (..., {dim}), got shape {tuple(a.shape)}")
-    return a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    target = jax.dtypes.canonicalize_dtype(jnp.float64)
+    return a if a.dtype == target else a.astype(target)
 
 
 def eval_user_network(net, args: tuple, what: str):
