@@ -1,5 +1,7 @@
 """Shared test utilities."""
 
+import contextlib
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,23 @@ def conjugate_data(n, seed=0):
     k1, k2 = jax.random.split(jax.random.key(seed))
     theta = jax.random.normal(k1, (n, 2))
     return theta, theta + NOISE * jax.random.normal(k2, (n, 2))
+
+
+@contextlib.contextmanager
+def compilations():
+    """The names of the functions XLA compiles while the block runs (e.g. "jit(run_chunk)"), in a
+    list that fills as they are compiled."""
+    seen = []
+
+    def listener(name, secs, fun_name=None, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            seen.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def mse_loss(model, key, batch):

@@ -5,22 +5,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import monitoring
+from helpers import compilations
 
 from jaxhep import compilation
 from jaxhep.compilation import filter_jit, jit, jit_kwargs
 
-_COMPILES = []
-monitoring.register_event_duration_secs_listener(
-    lambda name, *args, **kwargs: _COMPILES.append(name) if name == "/jax/core/compile/backend_compile_duration"
-    else None)
-
-
 def compiles(call):
     """The number of XLA compilations `call()` starts."""
-    before = len(_COMPILES)
-    jax.block_until_ready(call())
-    return len(_COMPILES) - before
+    with compilations() as seen:
+        jax.block_until_ready(call())
+    return len(seen)
 
 
 def test_jit_kwargs_follow_the_options(monkeypatch):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import perturb
+from helpers import compilations, perturb
 from jax.flatten_util import ravel_pytree
 
 from jaxhep.theory.lattice import (
@@ -195,19 +195,10 @@ def test_eager_calls_reuse_their_compiled_programs():
     other = perturb(flow, jax.random.key(1), 0.3)  # same structure, other weights
     x = flow.sample(jax.random.key(2), 3)
     lp = flow.log_prob(x)
-    compiles = []
-
-    def listener(name, secs, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            compiles.append(kwargs.get("fun_name"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compilations() as compiles:
         y, lq = other.sample_and_log_prob(jax.random.key(3), np.int64(3))  # a numpy count is a count
         lp_other = other.log_prob(x)
         assert compiles == []
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert y.shape == x.shape and lq.shape == lp.shape == (3,)
     assert not np.allclose(lp_other, lp)
     np.testing.assert_allclose(other.log_prob(y), lq, rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from helpers import NOISE, conjugate_data
+from helpers import NOISE, compilations, conjugate_data
 
 from jaxhep.sbi import NPE, Posterior
 
@@ -86,12 +86,6 @@ def test_posterior_is_a_pytree_that_jits_and_vmaps(gaussian_posterior):
 def test_a_new_fit_reuses_compiled_log_prob_and_sample():
     # Two fits of equal settings differ only in their weights and training history; the second
     # posterior's log_prob and sample must run the programs compiled for the first.
-    compiles = []
-
-    def listener(name, secs, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            compiles.append(secs)
-
     theta, x = conjugate_data(600)
     prior = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
     settings = dict(num_transforms=2, hidden_features=16, batch_size=100, progress=False)
@@ -101,8 +95,7 @@ def test_a_new_fit_reuses_compiled_log_prob_and_sample():
     x_obs = jnp.array([[0.5, -1.0]])
     first.log_prob(theta[:5], x[:5]).block_until_ready()
     first.sample(jax.random.key(3), x_obs, (7,)).block_until_ready()
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compilations() as compiles:
         lp = second.log_prob(theta[:5], x[:5])
         draws = second.sample(jax.random.key(3), x_obs, (7,))
         assert compiles == []
@@ -110,8 +103,6 @@ def test_a_new_fit_reuses_compiled_log_prob_and_sample():
         # The listener does see compilations: a new batch shape needs its own program.
         second.log_prob(theta[:6], x[:6]).block_until_ready()
         assert len(compiles) >= 1
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert draws.shape == (7, 1, 2)
 
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import compilations
 
 from jaxhep.theory import pinn
 from jaxhep.theory.pinn import (Box, Dirichlet, Initial, Neumann, Observations, PDEProblem, Periodic, PINNNet,
@@ -41,20 +42,11 @@ def test_small_problem_trains_to_tolerance(x64, lbfgs_rad_every):
     # The reference values as a column in one of the runs: they are taken in the predictions'
     # layout (they broadcast to (n, n) before, and the monitored error was meaningless).
     values = np.sin(np.pi * xs) if lbfgs_rad_every else np.sin(np.pi * xs[:, 0])
-    chunk_compiles = []
-
-    def listener(name, secs, fun_name=None, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration" and fun_name == "jit(run_chunk)":
-            chunk_compiles.append(secs)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compilations() as compiled:
         model, hist = solve(jax.random.key(1), prob, net, cfg, eval_points=xs, eval_values=values)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     # One program for the four Adam chunks and one for the three L-BFGS chunks (optax's weakly
     # typed initial L-BFGS state compiled the second chunk again, about 2 s a solve).
-    assert len(chunk_compiles) == 2, chunk_compiles
+    assert compiled.count("jit(run_chunk)") == 2, compiled
     err = float(pinn.relative_l2(prob.predict(model, xs), np.sin(np.pi * xs[:, 0])))
     assert err < 1e-3, err
     assert hist.phase[-1] == 1 and hist.loss[-1] < hist.loss[0]
