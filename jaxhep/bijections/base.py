@@ -36,6 +36,24 @@ class AbstractBijection(eqx.Module):
                             ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
         """Inverse map and log|det J| of the inverse map."""
 
+    def condition_features(self, condition: Float[Array, " c"] | None):
+        """What this bijection computes from the condition alone, in a form that
+        `transform_with_features` and `inverse_with_features` take instead of the condition.
+
+        The default is the condition itself. Bijections whose networks spend work on the
+        condition (e.g. a coupling layer's conditioner) override it, so that a stack of layers
+        can compute every layer's share at once, outside its loop over layers (see `Stacked`).
+        """
+        return condition
+
+    def transform_with_features(self, x: Float[Array, " d"], features) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """`transform_and_log_det(x, condition)` given `condition_features(condition)`."""
+        return self.transform_and_log_det(x, features)
+
+    def inverse_with_features(self, y: Float[Array, " d"], features) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """`inverse_and_log_det(y, condition)` given `condition_features(condition)`."""
+        return self.inverse_and_log_det(y, features)
+
     def transform(self, x, condition=None):
         """Forward map only."""
         return self.transform_and_log_det(x, condition)[0]

@@ -39,19 +39,28 @@ class Chain(AbstractBijection):
             raise ValueError(f"conditional bijections in a Chain must share cond_dim; got {sorted(conds)}")
         self.bijections, self.dim, self.cond_dim = bijections, dims.pop(), (conds.pop() if conds else 0)
 
-    def transform_and_log_det(self, x, condition=None):
+    def condition_features(self, condition):
+        return tuple(b.condition_features(condition) if b.cond_dim else None for b in self.bijections)
+
+    def transform_with_features(self, x, features):
         total = jnp.zeros((), x.dtype)
-        for b in self.bijections:
-            x, ld = b.transform_and_log_det(x, condition if b.cond_dim else None)
+        for b, f in zip(self.bijections, features):
+            x, ld = b.transform_with_features(x, f) if b.cond_dim else b.transform_and_log_det(x)
             total = total + ld
         return x, total
 
-    def inverse_and_log_det(self, y, condition=None):
+    def inverse_with_features(self, y, features):
         total = jnp.zeros((), y.dtype)
-        for b in reversed(self.bijections):
-            y, ld = b.inverse_and_log_det(y, condition if b.cond_dim else None)
+        for b, f in zip(reversed(self.bijections), reversed(features)):
+            y, ld = b.inverse_with_features(y, f) if b.cond_dim else b.inverse_and_log_det(y)
             total = total + ld
         return y, total
+
+    def transform_and_log_det(self, x, condition=None):
+        return self.transform_with_features(x, self.condition_features(condition))
+
+    def inverse_and_log_det(self, y, condition=None):
+        return self.inverse_with_features(y, self.condition_features(condition))
 
     def in_domain(self, x):
         return self.bijections[0].in_domain(x)
@@ -107,12 +116,23 @@ class Stacked(AbstractBijection):
 
     def _scan(self, v, condition, inverse: bool):
         arrays, static = eqx.partition(self.stacked, eqx.is_array)
+        conditional = self.cond_dim > 0
+        # What every layer computes from the condition alone (e.g. the context's share of
+        # each conditioner) is computed for all layers at once before the loop: one batched
+        # product instead of one small one per layer and direction, forward and backward.
+        features = (jax.vmap(lambda a: eqx.combine(a, static).condition_features(condition))(arrays)
+                    if conditional else None)
 
-        def body(carry, layer_arrays):
+        def body(carry, xs):
             v, total = carry
+            layer_arrays, layer_features = xs
             layer = eqx.combine(layer_arrays, static)
-            fn = layer.inverse_and_log_det if inverse else layer.transform_and_log_det
-            v, ld = fn(v, condition if layer.cond_dim else None)
+            if conditional:
+                fn = layer.inverse_with_features if inverse else layer.transform_with_features
+                v, ld = fn(v, layer_features)
+            else:
+                fn = layer.inverse_and_log_det if inverse else layer.transform_and_log_det
+                v, ld = fn(v, None)
             return (v, total + ld), None
 
         # A zero that depends on v (exactly 0.0 whatever v holds): under vmap and autodiff the
@@ -120,7 +140,7 @@ class Stacked(AbstractBijection):
         # scan's batching and linearisation rules settle in one pass instead of tracing the
         # layer again (about 0.07 s less tracing for NPE's training program).
         total = jnp.where(True, jnp.zeros((), v.dtype), v[0])
-        (v, total), _ = jax.lax.scan(body, (v, total), arrays, reverse=inverse)
+        (v, total), _ = jax.lax.scan(body, (v, total), (arrays, features), reverse=inverse)
         return v, total
 
     def transform_and_log_det(self, x, condition=None):

@@ -102,21 +102,29 @@ class Coupling(AbstractBijection):
                               context_size=cond_dim, activation=activation, key=key)
             self.conditioner = eqx.tree_at(lambda n: n.final, net, zero_init(net.final))
 
-    def _apply(self, x, condition, inverse: bool):
+    def condition_features(self, condition):
         _check_condition(condition, self.cond_dim, "Coupling")
-        ctx = condition if self.cond_dim > 0 else None
-        raw = self.conditioner(jnp.where(self.mask, 0.0, x), ctx)
+        return self.conditioner.context_features(condition if self.cond_dim > 0 else None)
+
+    def _apply(self, x, features, inverse: bool):
+        raw = self.conditioner.apply(jnp.where(self.mask, 0.0, x), features)
         params = raw.reshape(self.slots, self.transformer.num_params)
         fn = self.transformer.inverse if inverse else self.transformer.forward
         picked = x[self.index]
         y, ld = fn(picked, params)
         return x.at[self.index].set(jnp.where(self.valid, y, picked)), jnp.sum(jnp.where(self.valid, ld, 0.0))
 
+    def transform_with_features(self, x, features):
+        return self._apply(x, features, inverse=False)
+
+    def inverse_with_features(self, y, features):
+        return self._apply(y, features, inverse=True)
+
     def transform_and_log_det(self, x, condition=None):
-        return self._apply(x, condition, inverse=False)
+        return self._apply(x, self.condition_features(condition), inverse=False)
 
     def inverse_and_log_det(self, y, condition=None):
-        return self._apply(y, condition, inverse=True)
+        return self._apply(y, self.condition_features(condition), inverse=True)
 
 
 COUPLING_LAYOUTS = ("jaxhep", "nflows")

@@ -93,15 +93,20 @@ class _ResidualBlock(eqx.Module):
     context: eqx.nn.Linear | None
     gate: bool = eqx.field(static=True, default=False)
 
-    def __call__(self, h, ctx, activation):
+    def context_term(self, ctx):
+        """What the block takes from the context: the sigmoid gate, or the term added."""
+        term = self.context(ctx)
+        return jax.nn.sigmoid(term) if self.gate else term
+
+    def __call__(self, h, term, activation):
         t = activation(h)
         t = self.first(t)
-        if self.context is not None and not self.gate:
-            t = t + self.context(ctx)
+        if term is not None and not self.gate:
+            t = t + term
         t = activation(t)
         t = self.second(t)
-        if self.context is not None and self.gate:
-            t = t * jax.nn.sigmoid(self.context(ctx))  # a GLU with the context as the gate
+        if term is not None and self.gate:
+            t = t * term  # a GLU with the context as the gate
         return h + t
 
 
@@ -164,18 +169,33 @@ class ResidualMLP(eqx.Module):
         self.context_size = context_size
         self.style = style
 
-    def __call__(self, x: Float[Array, " in_size"], context: Float[Array, " c"] | None = None) -> Float[Array, " out_size"]:
-        if x.shape[-1] == 0:
-            x = jnp.zeros((1,), x.dtype)
-        if self.context_size > 0:
-            if context is None or jnp.shape(context) != (self.context_size,):
-                got = "none" if context is None else f"shape {jnp.shape(context)}"
-                raise ValueError(f"this network expects a context vector of shape ({self.context_size},), got {got}")
-            h = self.initial(jnp.concatenate([x, context]))
-        else:
+    def context_features(self, context: Float[Array, " c"] | None) -> tuple | None:
+        """The context and what every block computes from it alone (the term it adds, or the
+        sigmoid gate). `apply(x, context_features(c))` equals `self(x, c)`; computing the
+        features once lets a caller hoist them out of a loop, e.g. for all the layers of a
+        stacked flow at once (`jaxhep.bijections.Stacked`). The input layer's share stays in
+        `apply`: splitting its weight there cost more than it saved."""
+        if self.context_size == 0:
             if context is not None:
                 raise ValueError("this network was built without a context (context_size=0), but one was given")
-            h = self.initial(x)
-        for block in self.blocks:
-            h = block(h, context, self.activation)
+            return None
+        if context is None or jnp.shape(context) != (self.context_size,):
+            got = "none" if context is None else f"shape {jnp.shape(context)}"
+            raise ValueError(f"this network expects a context vector of shape ({self.context_size},), got {got}")
+        return context, tuple(block.context_term(context) for block in self.blocks)
+
+    def apply(self, x: Float[Array, " in_size"], features: tuple | None) -> Float[Array, " out_size"]:
+        """The network on `x`, given `context_features(context)` (None without a context)."""
+        if x.shape[-1] == 0:
+            x = jnp.zeros((1,), x.dtype)
+        if features is None:
+            h, terms = self.initial(x), (None,) * len(self.blocks)
+        else:
+            context, terms = features
+            h = self.initial(jnp.concatenate([x, context]))
+        for block, term in zip(self.blocks, terms):
+            h = block(h, term, self.activation)
         return self.final(h if self.style == "nflows" else self.activation(h))
+
+    def __call__(self, x: Float[Array, " in_size"], context: Float[Array, " c"] | None = None) -> Float[Array, " out_size"]:
+        return self.apply(x, self.context_features(context))
