@@ -90,25 +90,36 @@ class MaskedAutoregressive(AbstractBijection):
         self.context_layer = linear(cond_dim, width, rng) if cond_dim > 0 else None
         self.activation = get_activation(activation)
 
-    def _params(self, x, condition):
+    def condition_features(self, condition):
+        """The context layer's output: the same for every autoregressive step of the inverse and,
+        inside `Stacked`, computed for all layers before the loop."""
         _check_condition(condition, self.cond_dim, "MaskedAutoregressive")
+        return None if self.context_layer is None else self.context_layer(condition)
+
+    def _params(self, x, context_term):
         h = self.layers[0](x)
-        if self.context_layer is not None:
-            h = h + self.context_layer(condition)
+        if context_term is not None:
+            h = h + context_term
         h = self.activation(h)
         for layer in self.layers[1:-1]:
             h = self.activation(layer(h))
         return self.layers[-1](h).reshape(self.dim, self.transformer.num_params)
 
-    def transform_and_log_det(self, x, condition=None):
-        y, ld = self.transformer.forward(x, self._params(x, condition))
+    def transform_with_features(self, x, features):
+        y, ld = self.transformer.forward(x, self._params(x, features))
         return y, jnp.sum(ld)
 
-    def inverse_and_log_det(self, y, condition=None):
+    def inverse_with_features(self, y, features):
         def body(i, x):
-            xi, _ = self.transformer.inverse(y, self._params(x, condition))
+            xi, _ = self.transformer.inverse(y, self._params(x, features))
             return x.at[i].set(xi[i])
 
         x = jax.lax.fori_loop(0, self.dim, body, jnp.zeros_like(y))
-        _, ld = self.transformer.inverse(y, self._params(x, condition))
+        _, ld = self.transformer.inverse(y, self._params(x, features))
         return x, jnp.sum(ld)
+
+    def transform_and_log_det(self, x, condition=None):
+        return self.transform_with_features(x, self.condition_features(condition))
+
+    def inverse_and_log_det(self, y, condition=None):
+        return self.inverse_with_features(y, self.condition_features(condition))
