@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.bijections.base import AbstractBijection, _check_condition, _check_dims
+from jaxhep.bijections.base import AbstractFeatureBijection, _check_condition, _check_dims
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer, make_transformer
 from jaxhep.checks import check_positive_int
 from jaxhep.nn import get_activation
@@ -49,7 +49,7 @@ def _made_masks(dim: int, width: int, depth: int, params_per_dim: int, condition
     return masks
 
 
-class MaskedAutoregressive(AbstractBijection):
+class MaskedAutoregressive(AbstractFeatureBijection):
     """Autoregressive bijection with a MADE conditioner; the forward pass is one network call,
     the inverse is `dim` sequential calls.
 
@@ -117,9 +117,3 @@ class MaskedAutoregressive(AbstractBijection):
         x = jax.lax.fori_loop(0, self.dim, body, jnp.zeros_like(y))
         _, ld = self.transformer.inverse(y, self._params(x, features))
         return x, jnp.sum(ld)
-
-    def transform_and_log_det(self, x, condition=None):
-        return self.transform_with_features(x, self.condition_features(condition))
-
-    def inverse_and_log_det(self, y, condition=None):
-        return self.inverse_with_features(y, self.condition_features(condition))

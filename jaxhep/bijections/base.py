@@ -67,6 +67,26 @@ class AbstractBijection(eqx.Module):
         return jnp.asarray(True)
 
 
+class AbstractFeatureBijection(AbstractBijection):
+    """A bijection written on its condition's features: subclasses implement
+    `condition_features`, `transform_with_features` and `inverse_with_features`, and
+    `transform_and_log_det` / `inverse_and_log_det` compute the features and call those."""
+
+    @abc.abstractmethod
+    def transform_with_features(self, x, features):
+        """Forward map and log|det J| given `condition_features(condition)`."""
+
+    @abc.abstractmethod
+    def inverse_with_features(self, y, features):
+        """Inverse map and log|det J| of the inverse given `condition_features(condition)`."""
+
+    def transform_and_log_det(self, x, condition=None):
+        return self.transform_with_features(x, self.condition_features(condition))
+
+    def inverse_and_log_det(self, y, condition=None):
+        return self.inverse_with_features(y, self.condition_features(condition))
+
+
 def _check_dims(dim: int, cond_dim: int) -> None:
     check_positive_int("dim", dim, numpy_ints=False)
     if not isinstance(cond_dim, int) or cond_dim < 0:

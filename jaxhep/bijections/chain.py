@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhep.bijections.base import AbstractBijection
+from jaxhep.bijections.base import AbstractBijection, AbstractFeatureBijection
 from jaxhep.nn.init import is_concrete
 
 
-class Chain(AbstractBijection):
+class Chain(AbstractFeatureBijection):
     """Composition applying `bijections[0]` first; all share the same dim and condition.
 
     Arguments:
@@ -55,12 +55,6 @@ class Chain(AbstractBijection):
             y, ld = b.inverse_with_features(y, f) if b.cond_dim else b.inverse_and_log_det(y)
             total = total + ld
         return y, total
-
-    def transform_and_log_det(self, x, condition=None):
-        return self.transform_with_features(x, self.condition_features(condition))
-
-    def inverse_and_log_det(self, y, condition=None):
-        return self.inverse_with_features(y, self.condition_features(condition))
 
     def in_domain(self, x):
         return self.bijections[0].in_domain(x)

@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from jaxhep.bijections.base import AbstractBijection, _check_condition, _check_dims
+from jaxhep.bijections.base import AbstractFeatureBijection, _check_condition, _check_dims
 from jaxhep.bijections.elementwise import AffineTransformer, SplineTransformer, make_transformer, zero_init
 from jaxhep.checks import check_positive_int
 from jaxhep.nn import ResidualMLP
 
 
-class Coupling(AbstractBijection):
+class Coupling(AbstractFeatureBijection):
     """Masked coupling layer: y = where(mask, tau(x; NN(x * (1 - mask), condition)), x).
 
     The conditioner sees the untransformed dimensions (the others are zeroed) and outputs
@@ -119,12 +119,6 @@ class Coupling(AbstractBijection):
 
     def inverse_with_features(self, y, features):
         return self._apply(y, features, inverse=True)
-
-    def transform_and_log_det(self, x, condition=None):
-        return self._apply(x, self.condition_features(condition), inverse=False)
-
-    def inverse_and_log_det(self, y, condition=None):
-        return self._apply(y, self.condition_features(condition), inverse=True)
 
 
 COUPLING_LAYOUTS = ("jaxhep", "nflows")
